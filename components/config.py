@@ -1,0 +1,29 @@
+"""Hydra config composition for every entry point (CLI, flows, tests, benchmarks).
+
+Flows compose with Hydra's compose API rather than `@hydra.main`, so a Prefect flow takes its overrides
+as a parameter and never changes the working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "conf"
+
+if not OmegaConf.has_resolver("llmops.project_root"):
+    OmegaConf.register_new_resolver("llmops.project_root", lambda: str(PROJECT_ROOT))
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """Compose `conf/` with Hydra overrides and resolve it (bad overrides raise Hydra's own errors)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,292 @@
+"""Reading raw crawls: WARC, JSONL and Parquet in one reader that survives bad input.
+
+Every record either becomes a Document or is counted under a skip reason, per file, so a corrupt
+file costs only its unreadable tail and the report can say exactly what was lost and why."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import re
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fsspec
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.readers.base import BaseReader
+from datatrove.utils.logging import logger
+
+from components.data.blocks import HTML_FORMAT
+
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.zst", ".jsonl.zstd")
+PARQUET_SUFFIXES = (".parquet",)
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+FINEWEB_COLUMNS = ("dump", "url", "date", "file_path", "language", "language_score", "token_count")
+
+
+class InputError(ValueError):
+    """Inputs the data stage refuses before starting, with a message that names the file."""
+
+
+def input_format(path: str) -> str:
+    name = path.lower()
+    if name.endswith(WARC_SUFFIXES):
+        return "warc"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise InputError(
+        f"unsupported input file {path!r}: expected .warc[.gz], .jsonl[.gz] or .parquet"
+    )
+
+
+def resolve_inputs(inputs: list[str]) -> list[str]:
+    """Expand files, folders and globs (local or fsspec URLs) to a sorted list of input files."""
+    if not inputs:
+        raise InputError("no inputs given: set data.inputs=[path/or/url, ...]")
+    files: list[str] = []
+    for spec in inputs:
+        spec = str(spec)
+        fs, _, paths = fsspec.get_fs_token_paths(spec)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        found = []
+        for path in paths:
+            if fs.isdir(path):
+                found += [p for p in fs.find(path) if _is_data_file(p)]
+            elif fs.exists(path):
+                found.append(path)
+        if not found:
+            raise InputError(f"input {spec!r} matches no file")
+        for path in sorted(found):
+            input_format(path)  # refuse unknown formats up front, naming the file
+            files.append(path if protocol in ("file", "local") else f"{protocol}://{path}")
+    return sorted(dict.fromkeys(files))
+
+
+def _is_data_file(path: str) -> bool:
+    name = Path(path).name
+    if name.startswith((".", "_")) or name in ("manifest.json", "ground_truth.jsonl"):
+        return False
+    try:
+        input_format(path)
+    except InputError:
+        return False
+    return True
+
+
+@dataclass
+class FileReport:
+    """What one input file yielded: the per-shard row of the catalog."""
+
+    path: str
+    format: str
+    records: int = 0
+    documents: int = 0
+    bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+class CrawlReader(BaseReader):
+    """Reads a fixed list of WARC / JSONL / Parquet files; rank r reads files r, r+W, r+2W, ..."""
+
+    name = "📖 Crawl reader"
+
+    def __init__(self, files: list[str], report_dir: str | None = None, limit: int = -1):
+        super().__init__(limit=limit)
+        self.files = list(files)
+        self.report_dir = report_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        reports = []
+        emitted = 0
+        for path in self.files[rank::world_size]:
+            report = FileReport(path=path, format=input_format(path))
+            reports.append(report)
+            self.stat_update("input_files")
+            for doc in self._read(path, report):
+                if self.limit != -1 and emitted >= self.limit:
+                    break
+                emitted += 1
+                report.documents += 1
+                self.stat_update("documents")
+                self.update_doc_stats(doc)
+                yield doc
+            for reason, n in report.skipped.items():
+                self.stat_update(f"skipped_{reason}", value=n)
+        self._save_reports(reports, rank)
+
+    def _save_reports(self, reports: list[FileReport], rank: int) -> None:
+        if not self.report_dir:
+            return
+        out = Path(self.report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"{rank:05d}.jsonl", "w") as f:
+            for r in reports:
+                f.write(json.dumps(asdict(r)) + "\n")
+
+    def _read(self, path: str, report: FileReport):
+        readers = {"warc": self._read_warc, "jsonl": self._read_jsonl, "parquet": self._read_parquet}
+        try:
+            with fsspec.open(path, "rb") as f:
+                report.bytes = _size(f)
+                if report.bytes == 0:
+                    report.skipped["empty_file"] = 1
+                    logger.warning(f"empty input file skipped: {path}")
+                    return
+            yield from readers[report.format](path, report)
+        except Exception as e:  # noqa: BLE001 - any unreadable remainder is counted, never fatal
+            reason = _error_reason(e)
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+            report.error = f"{type(e).__name__}: {e}"
+            logger.warning(f"{path}: stopped reading after {report.records} records ({report.error})")
+
+    # --- WARC -------------------------------------------------------------------------------
+    def _read_warc(self, path: str, report: FileReport):
+        from warcio.archiveiterator import ArchiveIterator
+
+        skipped = Counter()
+        try:
+            with fsspec.open(path, "rb") as f:
+                for record in ArchiveIterator(f, arc2warc=True):
+                    report.records += 1
+                    doc, reason = self._warc_record(record, path)
+                    if doc is None:
+                        skipped[reason] += 1
+                    else:
+                        yield doc
+        finally:
+            for reason, n in skipped.items():
+                report.skipped[reason] = report.skipped.get(reason, 0) + n
+
+    def _warc_record(self, record, path: str) -> tuple[Document | None, str | None]:
+        if record.rec_type not in ("response", "conversion"):
+            return None, f"warc_{record.rec_type}_record"
+        headers = record.rec_headers
+        payload_type = headers.get_header("WARC-Identified-Payload-Type")
+        http_type = record.http_headers.get_header("Content-Type") if record.http_headers else None
+        mime = (payload_type or http_type or "").split(";")[0].strip().lower()
+        if record.rec_type == "response" and mime not in HTML_TYPES:
+            return None, "non_html"
+        content = record.content_stream().read()
+        if not content.strip():
+            return None, "empty_payload"
+        text = _decode(content, http_type)
+        if text is None:
+            return None, "undecodable"
+        url = headers.get_header("WARC-Target-URI")
+        doc = Document(
+            text=text,
+            id=headers.get_header("WARC-Record-ID") or f"{path}/{record.rec_type}",
+            metadata={
+                "url": url,
+                "date": headers.get_header("WARC-Date"),
+                "file_path": path,
+                "source_format": "warc",
+                "content_format": HTML_FORMAT if record.rec_type == "response" else "text",
+            },
+        )
+        return doc, None
+
+    # --- JSONL ------------------------------------------------------------------------------
+    def _read_jsonl(self, path: str, report: FileReport):
+        skipped = Counter()
+        try:
+            with fsspec.open(path, "rb", compression="infer") as f:
+                for lineno, raw in enumerate(f):
+                    if not raw.strip():
+                        continue
+                    report.records += 1
+                    try:
+                        row = json.loads(raw)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        skipped["malformed_json"] += 1
+                        continue
+                    doc, reason = self._row_to_doc(row, path, lineno, "jsonl")
+                    if doc is None:
+                        skipped[reason] += 1
+                    else:
+                        yield doc
+        finally:
+            for reason, n in skipped.items():
+                report.skipped[reason] = report.skipped.get(reason, 0) + n
+
+    # --- Parquet ----------------------------------------------------------------------------
+    def _read_parquet(self, path: str, report: FileReport):
+        import pyarrow.parquet as pq
+
+        with fsspec.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            if "text" not in pf.schema_arrow.names:
+                report.skipped["no_text_column"] = 1
+                report.error = f"no 'text' column (columns: {pf.schema_arrow.names})"
+                logger.warning(f"{path}: skipped, {report.error}")
+                return
+            skipped = Counter()
+            index = 0
+            for batch in pf.iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    report.records += 1
+                    doc, reason = self._row_to_doc(row, path, index, "parquet")
+                    index += 1
+                    if doc is None:
+                        skipped[reason] += 1
+                    else:
+                        yield doc
+            for reason, n in skipped.items():
+                report.skipped[reason] = report.skipped.get(reason, 0) + n
+
+    def _row_to_doc(self, row, path: str, index: int, fmt: str) -> tuple[Document | None, str | None]:
+        if not isinstance(row, dict):
+            return None, "not_an_object"
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return None, "no_text"
+        metadata = {k: row[k] for k in FINEWEB_COLUMNS if row.get(k) is not None}
+        metadata.setdefault("file_path", path)
+        metadata["source_format"] = fmt
+        metadata["content_format"] = "text"
+        return Document(text=text, id=str(row.get("id") or f"{path}/{index}"), metadata=metadata), None
+
+
+def _size(f) -> int:
+    try:
+        return int(f.size)
+    except (AttributeError, TypeError):
+        f.seek(0, 2)
+        return f.tell()
+
+
+_CHARSET = re.compile(r"charset=([\w.:-]+)", re.I)
+
+
+def _decode(content: bytes, content_type: str | None) -> str | None:
+    """UTF-8 first, then the declared charset; None when neither decodes the bytes cleanly."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    declared = _CHARSET.search(content_type or "") or _CHARSET.search(content[:2048].decode("ascii", "ignore"))
+    if declared:
+        try:
+            charset = codecs.lookup(declared.group(1).strip("\"'")).name
+            if charset != "utf-8":
+                return content.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def _error_reason(e: Exception) -> str:
+    if isinstance(e, (EOFError, gzip.BadGzipFile, zlib.error)) or "gzip" in str(e).lower():
+        return "corrupt_or_truncated_file"
+    if isinstance(e, UnicodeDecodeError):
+        return "undecodable_file"
+    return f"unreadable_file_{type(e).__name__}"
