@@ -154,9 +154,10 @@ def build_stages(cfg: DictConfig, files: list[str], layout: DataStageLayout) -> 
     signatures, buckets, remove = (str(layout.work / d) for d in ("signatures", "buckets", "remove_ids"))
     filter_job = [(READER, CrawlReader(files, report_dir=str(layout.input_reports), limit=cfg.limit))]
     filter_job += build_filters(cfg.filters, layout)
+    # Writers forward documents; the signature step is terminal (it yields nothing), so it goes last.
+    filter_job.append(("filtered_writer", JsonlWriter(filtered, output_filename="${rank}.jsonl.gz")))
     if minhash_cfg.enabled:
         filter_job.append(("minhash_signatures", MinhashDedupSignature(output_folder=signatures, config=mh)))
-    filter_job.append(("filtered_writer", JsonlWriter(filtered, output_filename="${rank}.jsonl.gz")))
 
     final_job = [("filtered_reader", RankFileReader(filtered))]
     if minhash_cfg.enabled:
