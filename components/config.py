@@ -21,6 +21,9 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
     """Compose `conf/` with Hydra overrides and resolve it (bad overrides raise Hydra's own errors)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides))
+    # A relative `paths.root=outputs` means relative to where the command runs (as DVC runs stages),
+    # fixed once here so MLflow's SQLite URI, datatrove workers and reports all agree.
+    cfg.paths.root = str(Path(cfg.paths.root).expanduser().absolute())
     OmegaConf.resolve(cfg)
     return cfg
 

@@ -76,8 +76,10 @@ class OfflineLanguageFilter(LanguageFilter):
         if super().filter(doc):
             return True
         lang = doc.metadata.get("language")
-        wanted = self.languages or []
-        return False, "low_language_score" if lang in wanted else f"language_{lang}"
+        # with no wanted languages (keep any confident prediction) a drop is always a low score
+        if not self.languages or lang in self.languages:
+            return False, "low_language_score"
+        return False, f"language_{lang}"
 
 
 class HtmlExtractor(Trafilatura):
@@ -143,9 +145,19 @@ class HtmlExtractor(Trafilatura):
 
 
 # North-American and international formats with separators, e.g. (555) 123-4567, +44 20 7946 0958.
+# Never inside a dotted run of digits: 192.168.100.200 (kept, private) and the public IPs the IP step
+# has just written (22.214.171.124) are addresses, not phone numbers.
 PHONE_REGEX = (
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"
+    r"(?<![\w+])(?<!\d\.)(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
+    r"(?![\w-]|\.\d)"
 )
+# 10 000 000 or 12.500.000: an amount written with thousands separators, which the pattern also matches.
+_GROUPED_NUMBER = re.compile(r"\d{1,3}([ .])\d{3}(?:\1\d{3})*")
+
+
+def is_phone_number(match: str) -> bool:
+    """Validator for PHONE_REGEX matches: not an amount with thousands separators."""
+    return _GROUPED_NUMBER.fullmatch(match) is None
 
 
 class PIIScrubber(PIIFormatter):
@@ -162,7 +174,7 @@ class PIIScrubber(PIIFormatter):
     ):
         super().__init__(remove_emails=emails, remove_ips=ips)
         self.remove_phones = phones
-        self.phone_replacer = PIIReplacer(PHONE_REGEX, phone_replacement)
+        self.phone_replacer = PIIReplacer(PHONE_REGEX, phone_replacement, validator=is_phone_number)
 
     def _count(self, pattern: PIIReplacer, text: str) -> int:
         n = 0
@@ -192,4 +204,4 @@ class PIIScrubber(PIIFormatter):
 
 def phone_numbers(text: str) -> list[str]:
     """The phone numbers the scrubber would replace (for tests and the report)."""
-    return re.findall(PHONE_REGEX, text)
+    return [m.group(0) for m in re.finditer(PHONE_REGEX, text) if is_phone_number(m.group(0))]

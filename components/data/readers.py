@@ -11,6 +11,7 @@ import json
 import re
 import zlib
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class InputError(ValueError):
     """Inputs the data stage refuses before starting, with a message that names the file."""
 
 
+class TruncatedInput(OSError):
+    """The file ends inside a record or inside its compressed stream: its tail is lost."""
+
+
 def input_format(path: str) -> str:
     name = path.lower()
     if name.endswith(WARC_SUFFIXES):
@@ -43,6 +48,24 @@ def input_format(path: str) -> str:
     raise InputError(
         f"unsupported input file {path!r}: expected .warc[.gz], .jsonl[.gz] or .parquet"
     )
+
+
+def _compression(path: str) -> str | None:
+    """Named from the suffix, not left to fsspec's inference: fsspec only knows `.zst` when zstandard is
+    installed and never knows `.zstd`, and would otherwise hand the compressed bytes over as text."""
+    name = path.lower()
+    if name.endswith(".gz"):
+        return "gzip"
+    if name.endswith((".zst", ".zstd")):
+        return "zstd"
+    return None
+
+
+def _check_compression(path: str) -> None:
+    compression = _compression(path)
+    if compression and compression not in fsspec.available_compressions():
+        raise InputError(f"cannot read {path!r}: no {compression} decompressor installed "
+                         f"(pip install zstandard)")
 
 
 def resolve_inputs(inputs: list[str]) -> list[str]:
@@ -57,20 +80,26 @@ def resolve_inputs(inputs: list[str]) -> list[str]:
         found = []
         for path in paths:
             if fs.isdir(path):
-                found += [p for p in fs.find(path) if _is_data_file(p)]
+                root = path.rstrip("/")
+                found += [p for p in fs.find(path) if _is_data_file(p, root)]
             elif fs.exists(path):
                 found.append(path)
         if not found:
             raise InputError(f"input {spec!r} matches no file")
         for path in sorted(found):
             input_format(path)  # refuse unknown formats up front, naming the file
+            _check_compression(path)
             files.append(path if protocol in ("file", "local") else f"{protocol}://{path}")
     return sorted(dict.fromkeys(files))
 
 
-def _is_data_file(path: str) -> bool:
+def _is_data_file(path: str, root: str = "") -> bool:
     name = Path(path).name
-    if name.startswith((".", "_")) or name in ("manifest.json", "ground_truth.jsonl"):
+    if name in ("manifest.json", "ground_truth.jsonl"):
+        return False
+    # hidden or bookkeeping files and folders (.cache/, _temporary/, _SUCCESS) inside an input folder
+    inner = path[len(root):] if root and path.startswith(root) else name
+    if any(part.startswith((".", "_")) for part in inner.split("/") if part):
         return False
     try:
         input_format(path)
@@ -81,7 +110,12 @@ def _is_data_file(path: str) -> bool:
 
 @dataclass
 class FileReport:
-    """What one input file yielded: the per-shard row of the catalog."""
+    """What one input file yielded: the per-shard row of the catalog.
+
+    Always `records == documents + sum(skipped.values())`: a record that does not become a document is
+    counted under its reason, and a file that cannot be read to its end (or at all) counts its unreadable
+    remainder as one record, skipped under the file-level reason (`empty_file`, `corrupt_or_truncated_file`,
+    `unreadable_file_<Error>`); a Parquet file without a `text` column skips each of its rows."""
 
     path: str
     format: str
@@ -108,17 +142,22 @@ class CrawlReader(BaseReader):
         reports = []
         emitted = 0
         for path in self.files[rank::world_size]:
+            if self.limit != -1 and emitted >= self.limit:
+                break  # the limit is per rank: do not open (and half-read) the remaining files
             report = FileReport(path=path, format=input_format(path))
             reports.append(report)
             self.stat_update("input_files")
-            for doc in self._read(path, report):
-                if self.limit != -1 and emitted >= self.limit:
-                    break
-                emitted += 1
-                report.documents += 1
-                self.stat_update("documents")
-                self.update_doc_stats(doc)
-                yield doc
+            # closing(): the per-file skip counts are merged when the reader generator finishes, which
+            # must happen before they are reported, also when the limit stops it early
+            with closing(self._read(path, report)) as docs:
+                for doc in docs:
+                    emitted += 1
+                    report.documents += 1
+                    self.stat_update("documents")
+                    self.update_doc_stats(doc)
+                    yield doc
+                    if self.limit != -1 and emitted >= self.limit:
+                        break  # stop before reading another record that nobody will use
             for reason, n in report.skipped.items():
                 self.stat_update(f"skipped_{reason}", value=n)
         self._save_reports(reports, rank)
@@ -134,16 +173,23 @@ class CrawlReader(BaseReader):
 
     def _read(self, path: str, report: FileReport):
         readers = {"warc": self._read_warc, "jsonl": self._read_jsonl, "parquet": self._read_parquet}
+        documents = 0
         try:
             with fsspec.open(path, "rb") as f:
                 report.bytes = _size(f)
                 if report.bytes == 0:
+                    report.records += 1
                     report.skipped["empty_file"] = 1
                     logger.warning(f"empty input file skipped: {path}")
                     return
-            yield from readers[report.format](path, report)
+            for doc in readers[report.format](path, report):
+                documents += 1
+                yield doc
         except Exception as e:  # noqa: BLE001 - any unreadable remainder is counted, never fatal
             reason = _error_reason(e)
+            if report.records == documents + sum(report.skipped.values()):
+                report.records += 1  # failed between records: the lost remainder counts as one record
+            # (otherwise it failed inside the record just counted, which is the one lost)
             report.skipped[reason] = report.skipped.get(reason, 0) + 1
             report.error = f"{type(e).__name__}: {e}"
             logger.warning(f"{path}: stopped reading after {report.records} records ({report.error})")
@@ -154,8 +200,10 @@ class CrawlReader(BaseReader):
 
         skipped = Counter()
         try:
-            with fsspec.open(path, "rb") as f:
-                for record in ArchiveIterator(f, arc2warc=True):
+            # Decompress here rather than in warcio: warcio prints zlib errors and reads on, and takes a
+            # stream that ends early for the end of the archive, so a cut or corrupt file looked complete.
+            with fsspec.open(path, "rb", compression=_compression(path)) as f:
+                for record in ArchiveIterator(_StrictStream(f), arc2warc=True):
                     report.records += 1
                     doc, reason = self._warc_record(record, path)
                     if doc is None:
@@ -167,6 +215,13 @@ class CrawlReader(BaseReader):
                 report.skipped[reason] = report.skipped.get(reason, 0) + n
 
     def _warc_record(self, record, path: str) -> tuple[Document | None, str | None]:
+        doc, reason = self._warc_document(record, path)
+        if _ends_early(record):  # the file ends inside this record: its content is incomplete
+            raise TruncatedInput(f"file ends inside record {record.rec_headers.get_header('WARC-Record-ID')} "
+                                 f"(WARC Content-Length {record.length})")
+        return doc, reason
+
+    def _warc_document(self, record, path: str) -> tuple[Document | None, str | None]:
         if record.rec_type not in ("response", "conversion"):
             return None, f"warc_{record.rec_type}_record"
         headers = record.rec_headers
@@ -199,7 +254,7 @@ class CrawlReader(BaseReader):
     def _read_jsonl(self, path: str, report: FileReport):
         skipped = Counter()
         try:
-            with fsspec.open(path, "rb", compression="infer") as f:
+            with fsspec.open(path, "rb", compression=_compression(path)) as f:
                 for lineno, raw in enumerate(f):
                     if not raw.strip():
                         continue
@@ -225,23 +280,27 @@ class CrawlReader(BaseReader):
         with fsspec.open(path, "rb") as f:
             pf = pq.ParquetFile(f)
             if "text" not in pf.schema_arrow.names:
-                report.skipped["no_text_column"] = 1
-                report.error = f"no 'text' column (columns: {pf.schema_arrow.names})"
+                rows = pf.metadata.num_rows
+                report.records += rows
+                report.skipped["no_text_column"] = rows
+                report.error = f"no 'text' column in {path} (columns: {pf.schema_arrow.names})"
                 logger.warning(f"{path}: skipped, {report.error}")
                 return
             skipped = Counter()
             index = 0
-            for batch in pf.iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
-                    report.records += 1
-                    doc, reason = self._row_to_doc(row, path, index, "parquet")
-                    index += 1
-                    if doc is None:
-                        skipped[reason] += 1
-                    else:
-                        yield doc
-            for reason, n in skipped.items():
-                report.skipped[reason] = report.skipped.get(reason, 0) + n
+            try:  # like the other readers: counts survive a file that fails half-way
+                for batch in pf.iter_batches(batch_size=1024):
+                    for row in batch.to_pylist():
+                        report.records += 1
+                        doc, reason = self._row_to_doc(row, path, index, "parquet")
+                        index += 1
+                        if doc is None:
+                            skipped[reason] += 1
+                        else:
+                            yield doc
+            finally:
+                for reason, n in skipped.items():
+                    report.skipped[reason] = report.skipped.get(reason, 0) + n
 
     def _row_to_doc(self, row, path: str, index: int, fmt: str) -> tuple[Document | None, str | None]:
         if not isinstance(row, dict):
@@ -264,28 +323,69 @@ def _size(f) -> int:
         return f.tell()
 
 
-_CHARSET = re.compile(r"charset=([\w.:-]+)", re.I)
+class _StrictStream:
+    """The decompressed file as warcio reads it, except that a compressed stream that ends early raises
+    TruncatedInput: warcio takes an EOFError while parsing headers for the clean end of the archive."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._f.read(size)
+        except EOFError as e:
+            raise TruncatedInput(f"compressed stream ends early ({e})") from e
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def _ends_early(record) -> bool:
+    """Read the rest of the record; True when the file ended before its WARC Content-Length."""
+    stream = record.raw_stream
+    while stream.read(1 << 16):
+        pass
+    return getattr(stream, "limit", 0) > 0
+
+
+# `charset=utf-8`, `charset="utf-8"` (header or <meta content=...>) and `<meta charset="utf-8">`
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([\w.:-]+)", re.I)
+# Labels Python does not know, and labels that browsers (WHATWG Encoding Standard) decode with a superset:
+# pages declared gb2312 routinely use GBK characters, and "iso-8859-1" pages windows-1252 quotes and dashes.
+_LABEL_ALIASES = {"x-gbk": "gbk", "gb_2312-80": "gb2312", "x-sjis": "shift_jis", "x-euc-jp": "euc_jp"}
+_BROWSER_CODECS = {"gb2312": "gb18030", "gbk": "gb18030", "iso8859-1": "cp1252", "ascii": "cp1252",
+                   "iso8859-9": "cp1254", "tis-620": "cp874", "iso8859-11": "cp874", "euc_kr": "cp949",
+                   "shift_jis": "cp932", "big5": "big5hkscs"}
 
 
 def _decode(content: bytes, content_type: str | None) -> str | None:
-    """UTF-8 first, then the declared charset; None when neither decodes the bytes cleanly."""
+    """UTF-8 first, then the declared charset (as a browser reads it); None when neither decodes the
+    bytes cleanly."""
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    declared = _CHARSET.search(content_type or "") or _CHARSET.search(content[:2048].decode("ascii", "ignore"))
-    if declared:
+    head = content[:2048].decode("ascii", "ignore")
+    declared = _CHARSET.search(content_type or "") or _CHARSET.search(head)
+    if not declared:
+        return None
+    label = declared.group(1).lower()
+    try:
+        charset = codecs.lookup(_LABEL_ALIASES.get(label, label)).name
+    except LookupError:
+        return None
+    if charset == "utf-8":
+        return None
+    for codec in dict.fromkeys((_BROWSER_CODECS.get(charset, charset), charset)):
         try:
-            charset = codecs.lookup(declared.group(1).strip("\"'")).name
-            if charset != "utf-8":
-                return content.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            return None
+            return content.decode(codec)
+        except UnicodeDecodeError:
+            continue
     return None
 
 
 def _error_reason(e: Exception) -> str:
-    if isinstance(e, (EOFError, gzip.BadGzipFile, zlib.error)) or "gzip" in str(e).lower():
+    if isinstance(e, (EOFError, TruncatedInput, gzip.BadGzipFile, zlib.error)) or "gzip" in str(e).lower():
         return "corrupt_or_truncated_file"
     if isinstance(e, UnicodeDecodeError):
         return "undecodable_file"

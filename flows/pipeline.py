@@ -1,0 +1,26 @@
+"""The whole pipeline: every stage that exists, in order, each a subflow with a nested MLflow run.
+
+Later stages add themselves to STAGES (and to dvc.yaml); each takes the same override list."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from components.config import load_config
+from components.tracking import stage_run
+from flows.data import data_flow
+
+STAGES = {"data": data_flow}
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the stages in order under one parent MLflow run; return each stage's headline metrics."""
+    overrides = list(overrides or [])
+    cfg = load_config([*overrides, "stage=pipeline"])
+    results = {}
+    with stage_run(cfg, "pipeline") as run:
+        for name, stage_flow in STAGES.items():
+            results[name] = stage_flow(overrides, parent_run_id=run.run_id)
+            run.log_metrics(results[name])
+    return results
