@@ -1,0 +1,80 @@
+"""The data stage under the pipeline flow, for real: Prefect's test harness, MLflow on SQLite, datatrove
+with two workers on the tiny demo corpus. One run, many checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(prefect_harness, tmp_path_factory):
+    from flows.pipeline import pipeline_flow
+
+    root = tmp_path_factory.mktemp("pipeline")
+    overrides = ["profile=tiny", f"paths.root={root}"]
+    state = pipeline_flow(overrides, return_state=True)
+    return root, state
+
+
+def _runs(root: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root}/.state/mlflow.db")
+    experiment = client.get_experiment_by_name("llmops")
+    runs = client.search_runs([experiment.experiment_id])
+    return client, {r.data.tags["stage"]: r for r in runs}
+
+
+def test_pipeline_flow_completes_and_returns_stage_metrics(pipeline_run):
+    root, state = pipeline_run
+    assert state.is_completed()
+    metrics = state.result()["data"]
+    assert metrics == json.loads((root / "data" / "metrics.json").read_text())
+    assert metrics["data/documents_kept"] > 100
+    assert metrics["eval/lost_documents"] == 0
+
+
+def test_outputs_are_written_under_the_stage_folder(pipeline_run):
+    root, _ = pipeline_run
+    out = root / "data"
+    for name in ("kept", "excluded", "catalog.duckdb", "report/report.md", "report/funnel.png", "stats.json"):
+        assert (out / name).exists(), name
+    assert list((out / "kept").glob("*.parquet"))
+
+
+def test_stage_run_is_nested_and_records_config_commit_and_dvc_hashes(pipeline_run):
+    from components.tracking import dvc_hash
+
+    root, _ = pipeline_run
+    client, runs = _runs(root)
+    assert set(runs) == {"pipeline", "data"}
+    data_run, parent = runs["data"], runs["pipeline"]
+    assert data_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert data_run.info.status == parent.info.status == "FINISHED"
+    assert data_run.data.params["data.minhash.n_grams"] == "5"
+    assert data_run.data.tags["profile"] == "tiny"
+    assert len(data_run.data.tags["git.commit"]) == 40
+    assert data_run.data.tags["dvc.out.kept"] == dvc_hash(root / "data" / "kept")
+    assert data_run.data.tags["dvc.in.corpus"] == dvc_hash(root / "corpus")
+    metrics = json.loads((root / "data" / "metrics.json").read_text())
+    assert data_run.data.metrics["data/documents_kept"] == metrics["data/documents_kept"]
+    assert parent.data.metrics["data/documents_kept"] == metrics["data/documents_kept"]
+    artifacts = {a.path for a in client.list_artifacts(data_run.info.run_id)}
+    assert {"config.yaml", "report", "metrics.json", "stats.json"} <= artifacts
+    reports = {a.path for a in client.list_artifacts(data_run.info.run_id, "report")}
+    assert reports == {"report/report.md", "report/funnel.png"}
+
+
+def test_report_is_a_prefect_artifact(pipeline_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    root, _ = pipeline_run
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-report"])))
+    assert artifacts and "Funnel" in artifacts[-1].data
