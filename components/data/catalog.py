@@ -33,8 +33,8 @@ DOCUMENT_COLUMNS = (
     ("n_chars", "BIGINT"), ("dump", "VARCHAR"), ("date", "VARCHAR"), ("source_format", "VARCHAR"),
     ("file_path", "VARCHAR"), ("shard", "VARCHAR"), ("text", "VARCHAR"),
 )
-_DOMAIN = (r"regexp_replace(lower(regexp_extract(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([^/:?#]+)', 1)),"
-           r" '^www\.', '')")
+_HOST = r"lower(regexp_extract(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([^/:?#]+)', 1))"
+_DOMAIN = rf"regexp_replace({_HOST}, '^www\.', '')"
 
 EXAMPLE_QUERIES: dict[str, str] = {
     "funnel": """
@@ -187,7 +187,8 @@ def search_kept(con: duckdb.DuckDBPyConnection, query: str, limit: int = 10) -> 
     return con.execute(SEARCH_QUERY, {"query": query, "limit": limit}).fetchall()
 
 
-def build_catalog(layout: DataStageLayout, summary: DataSummary, evaluation: Evaluation | None = None) -> Path:
+def build_catalog(layout: DataStageLayout, summary: DataSummary,
+                  evaluation: Evaluation | None = None) -> Path:
     """Write `layout.catalog` from scratch; returns its path."""
     target = layout.catalog
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,8 @@ def _fill(con: duckdb.DuckDBPyConnection, layout: DataStageLayout, summary: Data
     _table(con, "input_files", [
         {"path": r.path, "format": r.format, "records": r.records, "documents": r.documents,
          "bytes": r.bytes, "error": r.error} for r in summary.inputs],
-        _schema(("path", s), ("format", s), ("records", i64), ("documents", i64), ("bytes", i64), ("error", s)))
+        _schema(("path", s), ("format", s), ("records", i64), ("documents", i64), ("bytes", i64),
+                ("error", s)))
     _table(con, "input_skips", [vars(k) for k in summary.input_skips],
            _schema(("path", s), ("reason", s), ("records", i64)))
     _table(con, "block_stats", _stat_rows(summary),

@@ -103,7 +103,8 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["confusion"] = [{"expected": e, "actual": a, "documents": n} for (e, a), n in self.confusion.items()]
+        data["confusion"] = [{"expected": e, "actual": a, "documents": n}
+                             for (e, a), n in self.confusion.items()]
         return data
 
 
@@ -131,15 +132,20 @@ def load_ground_truth(path: str | Path) -> dict[str, dict]:
     return rows
 
 
-def actual_outcomes(layout: DataStageLayout) -> tuple[dict[str, str], dict[str, str], Counter]:
-    """(id -> "kept" or the excluded block, id -> kept text, how often each id was written)."""
+def actual_outcomes(layout: DataStageLayout, text_of: set[str] | frozenset[str] = frozenset(),
+                    ) -> tuple[dict[str, str], dict[str, str], Counter]:
+    """(id -> "kept" or the excluded block, id -> kept text for the ids in `text_of`, how often each id
+    was written)."""
     outcome: dict[str, str] = {}
     kept_text: dict[str, str] = {}
     seen: Counter = Counter()
     for path in sorted(layout.kept.glob("*.parquet")) if layout.kept.exists() else []:
         table = pq.read_table(path, columns=["id", "text"])
-        for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True):
-            outcome[doc_id], kept_text[doc_id] = KEPT, text
+        ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+        for doc_id, text in zip(ids, texts, strict=True):
+            outcome[doc_id] = KEPT
+            if doc_id in text_of:
+                kept_text[doc_id] = text
             seen[doc_id] += 1
     folders = sorted(d for d in layout.excluded.iterdir() if d.is_dir()) if layout.excluded.exists() else []
     for folder in folders:
@@ -279,7 +285,7 @@ def evaluate(layout: DataStageLayout, ground_truth: str | Path,
              order: Sequence[str] | None = None) -> Evaluation:
     """Score a finished run's shards against ground_truth.jsonl; `order` = the pipeline's block order."""
     truth = load_ground_truth(ground_truth)
-    actual, kept_text, seen = actual_outcomes(layout)
+    actual, kept_text, seen = actual_outcomes(layout, {i for i, row in truth.items() if row.get("pii")})
     expected, dedup = expected_outcomes(truth, actual)
     confusion: Counter = Counter()
     lost = []

@@ -2,7 +2,9 @@
 
 Deterministic (no timestamps, sorted tables) so that DVC sees a change only when the run changed.
 Settings the report explains (MinHash, FineWeb's duplicated-line ratio) come from `extra` when the
-caller passes them, else from the executor.json files datatrove saved next to its logs."""
+caller passes them (`extra["config"]` = the data config, or `extra["minhash"]` and
+`extra["fineweb_char_duplicates_ratio"]`), else from the executor.json files datatrove saved next to
+its logs. Other `extra` keys are listed under "Run"."""
 
 from __future__ import annotations
 
@@ -80,8 +82,17 @@ def _executor_setting(layout: DataStageLayout, key: str) -> Any:
     return None
 
 
+def _config(extra: dict | None, *keys: str) -> Any:
+    """extra["config"][k1][k2]... (the data config the caller passed), or None."""
+    value: Any = (extra or {}).get("config")
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def minhash_settings(layout: DataStageLayout, extra: dict | None) -> dict | None:
-    config = (extra or {}).get("minhash") or _executor_setting(layout, "config")
+    config = ((extra or {}).get("minhash") or _config(extra, "minhash")
+              or _executor_setting(layout, "config"))
     if not isinstance(config, dict) or "num_buckets" not in config:
         return None
     return dict(config)
@@ -101,7 +112,8 @@ def _headline(summary: DataSummary, evaluation: Evaluation | None) -> list[str]:
         f"- **{_n(m['data/documents_read'])}** documents read from **{_n(m['data/input_files'])}** files "
         f"({_n(m['data/input_bytes'])} bytes, {_n(m['data/records'])} records, "
         f"{_n(m['data/skipped_records'])} records skipped)",
-        f"- **{_n(m['data/documents_kept'])}** kept ({_pct(m['data/documents_kept'], m['data/documents_read'])}), "
+        f"- **{_n(m['data/documents_kept'])}** kept "
+        f"({_pct(m['data/documents_kept'], m['data/documents_read'])}), "
         f"{_n(m['data/chars_kept'])} characters / {_n(m['data/bytes_kept'])} UTF-8 bytes of text",
         f"- {_n(m['data/documents_excluded'])} excluded with a reason; "
         f"{_n(m['data/documents_unaccounted'])} read but in no shard",
@@ -142,8 +154,8 @@ def _inputs(summary: DataSummary) -> list[str]:
     if totals:
         lines += ["", "Records skipped by the reader (not documents: WARC request/metadata records, non-HTML "
                   "payloads, unreadable rows or file tails):", ""]
-        lines.append(_table(["reason", "records", "files"],
-                            [[k, _n(v[0]), _n(v[1])] for k, v in sorted(totals.items(), key=lambda kv: -kv[1][0])]))
+        ordered = sorted(totals.items(), key=lambda kv: -kv[1][0])
+        lines.append(_table(["reason", "records", "files"], [[k, _n(v[0]), _n(v[1])] for k, v in ordered]))
     return lines
 
 
@@ -177,7 +189,8 @@ def _drops(summary: DataSummary) -> list[str]:
         return ["## Drop reasons", "", "No document was dropped."]
     rows = [[d.block, d.reason, _n(d.documents)] for d in summary.drop_reasons]
     return ["## Drop reasons", "", "From datatrove's `dropped_<reason>` stats; every dropped document is in "
-            "`excluded/<block>/` with its `filter_reason`.", "", _table(["block", "reason", "documents"], rows, "llr")]
+            "`excluded/<block>/` with its `filter_reason`.", "",
+            _table(["block", "reason", "documents"], rows, "llr")]
 
 
 def _evaluation(evaluation: Evaluation) -> list[str]:
@@ -216,10 +229,10 @@ def _pii(summary: DataSummary, evaluation: Evaluation | None) -> list[str]:
                      "had any): " + ", ".join(f"{k} {_n(summary.pii[k])}" for k in kinds) + ".")
     if evaluation is not None and evaluation.pii.planted:
         p = evaluation.pii
-        lines += ["", f"Planted values in kept documents ({p.documents} documents) no longer found verbatim in "
-                  f"the kept text: {p.removed} of {p.planted} (recall {_ratio(p.recall)}).", ""]
-        lines.append(_table(["kind", "planted", "removed", "recall"],
-                            [[k.kind, _n(k.planted), _n(k.removed), _ratio(k.recall)] for k in p.by_kind.values()]))
+        lines += ["", f"Planted values in kept documents ({p.documents} documents) no longer found verbatim "
+                  f"in the kept text: {p.removed} of {p.planted} (recall {_ratio(p.recall)}).", ""]
+        kinds = [[k.kind, _n(k.planted), _n(k.removed), _ratio(k.recall)] for k in p.by_kind.values()]
+        lines.append(_table(["kind", "planted", "removed", "recall"], kinds))
         if p.left:
             lines += ["", "Still present: " + ", ".join(f"{kind} `{value}`" for _, kind, value in p.left)]
     return lines
@@ -246,24 +259,32 @@ def _minhash(layout: DataStageLayout, extra: dict | None, summary: DataSummary) 
 def _dup_line_note(layout: DataStageLayout, extra: dict | None) -> list[str]:
     value = (extra or {}).get("fineweb_char_duplicates_ratio")
     if value is None:
+        value = _config(extra, "filters", "fineweb_quality", "char_duplicates_ratio")
+    if value is None:
         value = _executor_setting(layout, "char_duplicates_ratio")
     used = f"This run used **{value}**." if value is not None else ""
     return [
         "## FineWeb's duplicated-line threshold", "",
-        f"FineWeb's quality filter drops a document when the characters in duplicated lines exceed a share of "
-        f"all characters. The FineWeb paper gives that share as {FINEWEB_PAPER_CHAR_DUP_RATIO}; its released "
-        f"code and datatrove's `FineWebQualityFilter` use {FINEWEB_CODE_CHAR_DUP_RATIO}. We follow the code, "
-        f"which is what produced the dataset. {used}".rstrip(),
+        f"FineWeb's quality filter drops a document when the characters in duplicated lines exceed a share "
+        f"of all characters. The FineWeb paper gives that share as {FINEWEB_PAPER_CHAR_DUP_RATIO}; its "
+        f"released code and datatrove's `FineWebQualityFilter` use {FINEWEB_CODE_CHAR_DUP_RATIO}. We follow "
+        f"the code, which is what produced the dataset. {used}".rstrip(),
     ]
 
 
 def _extra(extra: dict | None) -> list[str]:
-    rest = {k: v for k, v in (extra or {}).items() if k not in ("minhash", "fineweb_char_duplicates_ratio")}
-    if not rest:
-        return []
-    rows = [[k, v if isinstance(v, (str, int, float)) else json.dumps(v, sort_keys=True, default=str)]
-            for k, v in rest.items()]
-    return ["## Run", "", _table(["", "value"], rows, "ll")]
+    rest = {k: v for k, v in (extra or {}).items()
+            if k not in ("minhash", "fineweb_char_duplicates_ratio", "config")}
+    lines = []
+    if rest:
+        rows = [[k, v if isinstance(v, (str, int, float)) else json.dumps(v, sort_keys=True, default=str)]
+                for k, v in rest.items()]
+        lines += ["## Run", "", _table(["", "value"], rows, "ll")]
+    config = (extra or {}).get("config")
+    if config:
+        lines += ([""] if lines else []) + ["## Configuration", "", "```json",
+                                            json.dumps(config, indent=2, sort_keys=True, default=str), "```"]
+    return lines
 
 
 def render_markdown(layout: DataStageLayout, summary: DataSummary, evaluation: Evaluation | None = None,
@@ -281,6 +302,7 @@ def plot_funnel(summary: DataSummary, path: Path) -> Path:
     """Two panels: documents and characters after each step. Agg canvas, no pyplot global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     steps = [r.step for r in summary.funnel]
     docs = [r.forwarded for r in summary.funnel]
@@ -302,6 +324,7 @@ def plot_funnel(summary: DataSummary, path: Path) -> Path:
                             va="bottom", fontsize=8)
     bottom.tick_params(axis="x", labelrotation=35)
     for ax in (top, bottom):
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         ax.grid(axis="y", alpha=0.3)
         ax.set_ylim(bottom=0)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ class DataStageResult:
     evaluation: Evaluation | None = field(default=None, repr=False)
 
 
-def run_data_stage(data_cfg: DictConfig, files: list[str], ground_truth: Path | None = None) -> DataStageResult:
+def run_data_stage(
+    data_cfg: DictConfig, files: list[str], ground_truth: Path | None = None
+) -> DataStageResult:
     """Run the FineWeb-style jobs on `files` and write every output under `data_cfg.output_dir`.
 
     Stats that do not add up (a block's total != forwarded + dropped, documents unaccounted for) fail

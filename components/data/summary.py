@@ -26,7 +26,8 @@ NON_FUNNEL_STEPS = frozenset({"filtered_writer", "minhash_signatures", "minhash_
                               "filtered_reader", "kept_writer"})
 # Steps that rewrite the text they forward, so characters in != characters out minus the drops.
 TEXT_CHANGING_STEPS = frozenset({"text_extraction", "c4_quality", PII})
-PII_STATS = {"pii_emails": "emails", "pii_ips": "ips", "pii_phones": "phones", "documents_with_pii": "documents"}
+PII_STATS = {"pii_emails": "emails", "pii_ips": "ips", "pii_phones": "phones",
+             "documents_with_pii": "documents"}
 
 
 class StatsMismatchError(RuntimeError):
@@ -94,6 +95,7 @@ class DataSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for metrics.json / logging)."""
         return {
+            "stats": {job: [[name, entry] for name, entry in blocks] for job, blocks in self.stats.items()},
             "funnel": [asdict(r) for r in self.funnel],
             "drop_reasons": [asdict(r) for r in self.drop_reasons],
             "input_skips": [asdict(s) for s in self.input_skips],
@@ -144,8 +146,11 @@ def load_input_reports(layout: DataStageLayout) -> list[FileReport]:
 
 
 def read_stats(path: str | Path) -> Stats:
-    """Stats saved as JSON ({job: [[block, stats], ...]}) back into `run_jobs`' shape."""
+    """Stats saved as JSON back into `run_jobs`' shape, to rebuild a report without rerunning. Takes
+    `{job: [[block, stats], ...]}` or a saved `DataSummary.to_dict()` (which carries them as "stats")."""
     data = json.loads(Path(path).read_text())
+    if "funnel" in data and isinstance(data.get("stats"), dict):
+        data = data["stats"]
     return {job: [(name, entry) for name, entry in blocks] for job, blocks in data.items()}
 
 
@@ -251,8 +256,8 @@ def collect_drop_reasons(stats: Stats) -> list[DropReason]:
     out = []
     for _, step, entry, _ in _steps(stats):
         s = entry.get("stats", {})
-        reasons = [(k[len("dropped_"):], int(stat_total(v))) for k, v in s.items() if k.startswith("dropped_")]
-        reasons = [(r, n) for r, n in reasons if n]
+        reasons = [(k.removeprefix("dropped_"), int(stat_total(v))) for k, v in s.items()
+                   if k.startswith("dropped_") and stat_total(v)]
         rest = _int_stat(entry, "dropped") - sum(n for _, n in reasons)
         if rest > 0:
             reasons.append((step, rest))
@@ -313,8 +318,7 @@ def check_stats(funnel: list[FunnelRow], inputs: list[FileReport] | None = None,
 
 
 def headline_metrics(funnel: list[FunnelRow], inputs: list[FileReport], kept: ShardTotals,
-                     drop_reasons: list[DropReason], pii: dict[str, int],
-                     excluded: dict[str, ShardTotals]) -> dict[str, float]:
+                     pii: dict[str, int], excluded: dict[str, ShardTotals]) -> dict[str, float]:
     """Flat, slash-named numbers for experiment tracking."""
     reader = next((r for r in funnel if r.step == READER), None)
     read = reader.forwarded if reader else sum(r.documents for r in inputs)
@@ -361,5 +365,5 @@ def summarize(layout: DataStageLayout, stats: Stats, *, strict: bool = False) ->
     return DataSummary(
         stats=stats, inputs=inputs, funnel=funnel, drop_reasons=drops,
         input_skips=collect_input_skips(inputs), pii=pii, kept=kept, excluded=excluded,
-        violations=violations, metrics=headline_metrics(funnel, inputs, kept, drops, pii, excluded),
+        violations=violations, metrics=headline_metrics(funnel, inputs, kept, pii, excluded),
     )

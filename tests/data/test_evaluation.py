@@ -6,11 +6,15 @@ below can be counted by hand from FAKE_DOCS."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.config import load_config
+from components.data.catalog import EXAMPLE_QUERIES, build_catalog, connect
+from components.data.corpus import build_demo_corpus
 from components.data.evaluation import (
     KEPT,
     block_order,
@@ -18,7 +22,10 @@ from components.data.evaluation import (
     find_ground_truth,
     pii_kind,
 )
-from components.data.pipeline import KEPT_SCHEMA
+from components.data.pipeline import KEPT_SCHEMA, DataStageLayout, run_jobs
+from components.data.readers import resolve_inputs
+from components.data.report import write_report
+from components.data.summary import summarize
 from tests.data.test_summary import LOST_ID, build_fake_run
 
 
@@ -34,8 +41,8 @@ def ev(run):
 
 
 def test_filters_in_pipeline_order_with_kept_last(ev):
-    assert [f.block for f in ev.filters] == ["url_filter", "language_filter", "gopher_quality", "minhash_dedup",
-                                             KEPT]
+    blocks = [f.block for f in ev.filters]
+    assert blocks == ["url_filter", "language_filter", "gopher_quality", "minhash_dedup", KEPT]
 
 
 def test_per_filter_counts(ev):
@@ -104,8 +111,6 @@ def test_ids_written_twice_or_unknown_are_counted(run):
 
 
 def test_all_right_run_scores_one(tmp_path):
-    from components.data.pipeline import DataStageLayout
-
     layout = DataStageLayout(tmp_path / "data")
     layout.kept.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([{"text": "a", "id": "a"}], schema=KEPT_SCHEMA),
@@ -129,3 +134,33 @@ def test_helpers():
     assert block_order({"minhash_dedup", "zzz", "url_filter", "custom"}) == [
         "url_filter", "minhash_dedup", "custom", "zzz"]
     assert block_order({"b", "a"}, order=["b", "a"]) == ["b", "a"]
+
+
+@pytest.mark.slow
+def test_real_pipeline_on_a_tiny_corpus_loses_nothing_and_catches_the_planted_cases(tmp_path):
+    """End to end on the demo corpus: datatrove jobs, then summary, evaluation, catalog and report."""
+    cfg = load_config(["profile=tiny", f"paths.root={tmp_path}", "data.executor.workers=2"])
+    build_demo_corpus(cfg.data.corpus.dir, n_documents=100, seed=0, n_warc_files=2)
+    files = resolve_inputs([cfg.data.corpus.dir])
+    layout = DataStageLayout(Path(cfg.data.output_dir))
+    stats = run_jobs(cfg.data, files, layout)
+
+    summary = summarize(layout, stats, strict=True)  # raises if any count does not add up
+    assert summary.metrics["data/documents_unaccounted"] == 0
+    truth = find_ground_truth(files)
+    assert truth is not None
+    ev = evaluate(layout, truth)
+    assert ev.lost_documents == 0 and ev.unexpected_documents == 0 and ev.duplicated_documents == 0
+    for f in ev.filters:
+        assert f.planted > 0, f.block
+        assert f.recall >= 0.75 and f.precision >= 0.75, f
+    assert ev.dedup.correct == ev.dedup.clusters
+    assert ev.pii.recall == 1.0
+
+    with connect(build_catalog(layout, summary, ev)) as con:
+        n_documents = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+        assert n_documents == summary.metrics["data/documents_read"]
+        for sql in EXAMPLE_QUERIES.values():
+            con.execute(sql).fetchall()
+    md = write_report(layout, summary, ev).read_text()
+    assert "This run used **0.01**." in md and "14 buckets x 8 hashes" in md

@@ -84,3 +84,14 @@ def test_report_is_deterministic(run):
     png = (layout.report / "funnel.png").read_bytes()
     assert write_report(layout, summary, ev).read_text() == first
     assert (layout.report / "funnel.png").read_bytes() == png
+
+
+def test_settings_from_the_data_config(run):
+    layout, summary, _ = run
+    config = {"minhash": {**MINHASH, "enabled": True, "num_buckets": 20, "hashes_per_bucket": 5},
+              "filters": {"fineweb_quality": {"char_duplicates_ratio": 0.01}}}
+    md = write_report(layout, summary, extra={"config": config}).read_text()
+    assert "20 buckets x 5 hashes (100 hashes per document)" in md
+    assert "This run used **0.01**." in md
+    assert "## Configuration" in md and '"num_buckets": 20' in md
+    assert "## Run" not in md

@@ -98,7 +98,8 @@ def fake_stats() -> dict[str, list[tuple[str, dict]]]:
             ("language_filter", entry("🔻 LID", total=14, forwarded=11, dropped=3, dropped_language_de=2,
                                       dropped_low_language_score=1,
                                       doc_len=_doc_len([texts[i] for i in after_lang]))),
-            ("filtered_writer", entry("💽 Jsonl", total=11, doc_len=_doc_len([texts[i] for i in after_lang]))),
+            ("filtered_writer", entry("💽 Jsonl", total=11,
+                                      doc_len=_doc_len([texts[i] for i in after_lang]))),
             ("minhash_signatures", entry("🫂 MinHash 1", total=11)),
         ],
         "minhash_buckets": [("minhash_buckets", entry("🫂 MinHash 2", total_matches=4))],
@@ -230,7 +231,7 @@ def test_stats_that_do_not_add_up_are_reported_or_raised(run):
     stats["filter"][1][1]["stats"]["forwarded"] = 13  # url filter: 15 != 13 + 1
     summary = summarize(layout, stats)
     assert any("url_filter: total 15 != forwarded 13 + dropped 1" in v for v in summary.violations)
-    assert any("text_extraction read 14 documents but url_filter forwarded 13" in v for v in summary.violations)
+    assert "text_extraction read 14 documents but url_filter forwarded 13" in summary.violations
     with pytest.raises(StatsMismatchError, match="url_filter"):
         summarize(layout, stats, strict=True)
 
@@ -278,3 +279,10 @@ def test_empty_run(tmp_path):
     assert summary.kept.documents == 0
     assert summary.metrics["data/kept_fraction"] == 0.0
     assert summary.violations == []
+
+
+def test_read_stats_from_a_saved_summary(run, tmp_path):
+    layout, stats, _ = run
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(summarize(layout, stats).to_dict()))
+    assert read_stats(path) == stats

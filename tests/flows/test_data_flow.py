@@ -76,5 +76,6 @@ def test_report_is_a_prefect_artifact(pipeline_run):
 
     root, _ = pipeline_run
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-report"])))
+        key = ArtifactFilter(key=ArtifactFilterKey(any_=["data-report"]))
+        artifacts = client.read_artifacts(artifact_filter=key)
     assert artifacts and "Funnel" in artifacts[-1].data
