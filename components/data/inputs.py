@@ -12,9 +12,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from components.data.corpus import CORPUS_FORMAT_VERSION, build_demo_corpus
+from components.data.evaluation import find_ground_truth
 from components.data.readers import resolve_inputs
 
-GROUND_TRUTH = "ground_truth.jsonl"
 MANIFEST = "manifest.json"
 
 
@@ -41,16 +41,9 @@ def ensure_demo_corpus(corpus_cfg: DictConfig) -> tuple[Path, dict]:
 
 
 def stage_inputs(data_cfg: DictConfig) -> tuple[list[str], list[str], Path | None]:
-    """(input specs as given, resolved input files, ground-truth file if the input carries one)."""
+    """(input specs as given, resolved input files, ground-truth file if the input carries one: the demo
+    corpus does, which lets the report score every filter)."""
     specs = [str(s) for s in data_cfg.inputs] or [str(ensure_demo_corpus(data_cfg.corpus)[0])]
     files = resolve_inputs(specs)
     return specs, files, find_ground_truth(specs)
 
-
-def find_ground_truth(specs: list[str]) -> Path | None:
-    """A local input folder with `ground_truth.jsonl` (the demo corpus) lets the report score filters."""
-    for spec in specs:
-        path = Path(spec)
-        if "://" not in spec and path.is_dir() and (path / GROUND_TRUTH).exists():
-            return path / GROUND_TRUTH
-    return None

@@ -185,18 +185,14 @@ def job_tasks(job: str, n_files: int, minhash_buckets: int) -> int:
     return {"minhash_buckets": minhash_buckets, "minhash_cluster": 1}.get(job, n_files)
 
 
-def run_jobs(cfg: DictConfig, files: list[str], layout: DataStageLayout) -> dict[str, list[tuple[str, dict]]]:
-    """Run the jobs on the configured datatrove executor; return each job's merged per-block stats."""
-    if layout.root.exists():
-        for sub in (layout.kept, layout.excluded, layout.work):
-            shutil.rmtree(sub, ignore_errors=True)  # stale shards would mix with this run's
-    layout.root.mkdir(parents=True, exist_ok=True)
-    n_files = len(files)
-    tasks = min(n_files, cfg.max_tasks) if cfg.max_tasks else n_files
-    previous = None
-    executors = []
-    jobs = build_stages(cfg, files, layout)
-    for job, blocks in jobs:
+def build_executors(
+    cfg: DictConfig, files: list[str], layout: DataStageLayout
+) -> list[tuple[str, Any, list[str]]]:
+    """(job, executor, block names) for each job, chained with `depends=` on the configured executor
+    (local, Slurm or Ray: the same blocks whichever runs them)."""
+    tasks = min(len(files), cfg.max_tasks) if cfg.max_tasks else len(files)
+    built, previous = [], None
+    for job, blocks in build_stages(cfg, files, layout):
         executor = build(
             cfg.executor,
             pipeline=[block for _, block in blocks],
@@ -205,12 +201,22 @@ def run_jobs(cfg: DictConfig, files: list[str], layout: DataStageLayout) -> dict
             depends=previous,
             skip_completed=False,
         )
-        executors.append(executor)
+        built.append((job, executor, [name for name, _ in blocks]))
         previous = executor
-    executors[-1].run()  # launches its dependencies first, in order
+    return built
+
+
+def run_jobs(cfg: DictConfig, files: list[str], layout: DataStageLayout) -> dict[str, list[tuple[str, dict]]]:
+    """Run the jobs on the configured datatrove executor; return each job's merged per-block stats."""
+    if layout.root.exists():
+        for sub in (layout.kept, layout.excluded, layout.work):
+            shutil.rmtree(sub, ignore_errors=True)  # stale shards would mix with this run's
+    layout.root.mkdir(parents=True, exist_ok=True)
+    jobs = build_executors(cfg, files, layout)
+    jobs[-1][1].run()  # launches its dependencies first, in order
     if not cfg.executor._target_.endswith("LocalPipelineExecutor"):
-        _wait_for(executors, poll_seconds=cfg.poll_seconds)
-    return {job: _merged_stats(layout.work / "logs" / job, [n for n, _ in blocks]) for job, blocks in jobs}
+        _wait_for([executor for _, executor, _ in jobs], poll_seconds=cfg.poll_seconds)
+    return {job: _merged_stats(layout.work / "logs" / job, names) for job, _, names in jobs}
 
 
 def _wait_for(executors, poll_seconds: int) -> None:
