@@ -114,6 +114,7 @@ class HtmlExtractor(Trafilatura):
                     self.stat_update(StatHints.total)
                     if doc.metadata.get("content_format") != HTML_FORMAT:
                         self.stat_update(StatHints.forwarded, "passthrough_text")
+                        self.update_doc_stats(doc)  # so the funnel counts every forwarded character
                         yield doc
                         continue
                     reason = None

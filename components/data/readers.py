@@ -199,17 +199,25 @@ class CrawlReader(BaseReader):
         from warcio.archiveiterator import ArchiveIterator
 
         skipped = Counter()
+        # A document is handed on only once the stream has been read past its record: gzip checks a
+        # member's CRC when reading on into the next one, so a corrupt record is caught before it leaves.
+        pending = None
         try:
             # Decompress here rather than in warcio: warcio prints zlib errors and reads on, and takes a
             # stream that ends early for the end of the archive, so a cut or corrupt file looked complete.
             with fsspec.open(path, "rb", compression=_compression(path)) as f:
                 for record in ArchiveIterator(_StrictStream(f), arc2warc=True):
+                    if pending is not None:
+                        yield pending
+                        pending = None
                     report.records += 1
                     doc, reason = self._warc_record(record, path)
                     if doc is None:
                         skipped[reason] += 1
                     else:
-                        yield doc
+                        pending = doc
+                if pending is not None:
+                    yield pending
         finally:
             for reason, n in skipped.items():
                 report.skipped[reason] = report.skipped.get(reason, 0) + n
