@@ -105,6 +105,7 @@ class HtmlExtractor(Trafilatura):
         self.exclusion_writer = exclusion_writer
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        check_extractor_importable()
         writer = self.exclusion_writer
         with ExtractorSandbox(timeout=self.timeout, warmup_text="") as sandbox:
             if writer:
@@ -143,6 +144,15 @@ class HtmlExtractor(Trafilatura):
             finally:
                 if writer:
                     writer.__exit__(None, None, None)
+
+
+def check_extractor_importable() -> None:
+    """Fail the stage at once when trafilatura cannot load. Inside datatrove's sandbox an import error
+    looks like a dying worker per document: every page would be dropped as `extractor_died`, slowly."""
+    try:
+        import trafilatura  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"HTML extraction cannot start: trafilatura does not import ({e})") from e
 
 
 # North-American and international formats with separators, e.g. (555) 123-4567, +44 20 7946 0958.
