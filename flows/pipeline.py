@@ -7,7 +7,7 @@ from __future__ import annotations
 from prefect import flow
 
 from components.config import load_config
-from components.tracking import stage_run
+from components.tracking import pipeline_run
 from flows.data import data_flow
 
 STAGES = {"data": data_flow}
@@ -19,7 +19,7 @@ def pipeline_flow(overrides: list[str] | None = None) -> dict[str, dict[str, flo
     overrides = list(overrides or [])
     cfg = load_config([*overrides, "stage=pipeline"])
     results = {}
-    with stage_run(cfg, "pipeline") as run:
+    with pipeline_run(cfg) as run:
         for name, stage_flow in STAGES.items():
             results[name] = stage_flow(overrides, parent_run_id=run.run_id)
             run.log_metrics(results[name])
