@@ -98,6 +98,7 @@ def use_project_prefect_home(state_dir: str) -> None:
     (unless the user set it, or points at a server with PREFECT_API_URL). Must run before `import prefect`."""
     if "prefect" in sys.modules or os.environ.get("PREFECT_API_URL"):
         return
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry attempts
     home = os.environ.setdefault("PREFECT_HOME", os.path.join(state_dir, "prefect"))
     os.makedirs(home, exist_ok=True)  # Prefect's SQLite file cannot be opened in a missing folder
 
