@@ -28,7 +28,9 @@ def filter_crawl(data_cfg: dict, files: list[str], ground_truth: str | None) -> 
     return run_data_stage(OmegaConf.create(data_cfg), files, Path(ground_truth) if ground_truth else None)
 
 
-@flow(name="data", log_prints=True)
+# No `log_prints`: it swaps `builtins.print`, which the demo corpus reads docstrings from, so a corpus
+# built inside the flow would differ from `llmops corpus`'s by one passage.
+@flow(name="data")
 def data_flow(overrides: list[str] | None = None, parent_run_id: str | None = None) -> dict[str, float]:
     """FineWeb-style filtering of a raw crawl into kept shards, a DuckDB catalog and a report."""
     cfg = load_config([*(overrides or []), f"stage={STAGE}"])

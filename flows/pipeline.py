@@ -13,7 +13,7 @@ from flows.data import data_flow
 STAGES = {"data": data_flow}
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline")
 def pipeline_flow(overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the stages in order under one parent MLflow run; return each stage's headline metrics."""
     overrides = list(overrides or [])
