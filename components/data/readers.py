@@ -10,7 +10,6 @@ import gzip
 import json
 import re
 import zlib
-from collections import Counter
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,6 +124,10 @@ class FileReport:
     skipped: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
+    def skip(self, reason: str, n: int = 1) -> None:
+        """Count `n` records that did not become documents, as they happen (nothing to merge later)."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
 
 class CrawlReader(BaseReader):
     """Reads a fixed list of WARC / JSONL / Parquet files; rank r reads files r, r+W, r+2W, ..."""
@@ -147,8 +150,7 @@ class CrawlReader(BaseReader):
             report = FileReport(path=path, format=input_format(path))
             reports.append(report)
             self.stat_update("input_files")
-            # closing(): the per-file skip counts are merged when the reader generator finishes, which
-            # must happen before they are reported, also when the limit stops it early
+            # closing(): release the file at once when the limit stops reading early
             with closing(self._read(path, report)) as docs:
                 for doc in docs:
                     emitted += 1
@@ -173,24 +175,21 @@ class CrawlReader(BaseReader):
 
     def _read(self, path: str, report: FileReport):
         readers = {"warc": self._read_warc, "jsonl": self._read_jsonl, "parquet": self._read_parquet}
-        documents = 0
         try:
             with fsspec.open(path, "rb") as f:
                 report.bytes = _size(f)
                 if report.bytes == 0:
                     report.records += 1
-                    report.skipped["empty_file"] = 1
+                    report.skip("empty_file")
                     logger.warning(f"empty input file skipped: {path}")
                     return
-            for doc in readers[report.format](path, report):
-                documents += 1
-                yield doc
+            yield from readers[report.format](path, report)
         except Exception as e:  # noqa: BLE001 - any unreadable remainder is counted, never fatal
             reason = _error_reason(e)
-            if report.records == documents + sum(report.skipped.values()):
+            if report.records == report.documents + sum(report.skipped.values()):
                 report.records += 1  # failed between records: the lost remainder counts as one record
             # (otherwise it failed inside the record just counted, which is the one lost)
-            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+            report.skip(reason)
             report.error = f"{type(e).__name__}: {e}"
             logger.warning(f"{path}: stopped reading after {report.records} records ({report.error})")
 
@@ -198,29 +197,24 @@ class CrawlReader(BaseReader):
     def _read_warc(self, path: str, report: FileReport):
         from warcio.archiveiterator import ArchiveIterator
 
-        skipped = Counter()
         # A document is handed on only once the stream has been read past its record: gzip checks a
         # member's CRC when reading on into the next one, so a corrupt record is caught before it leaves.
         pending = None
-        try:
-            # Decompress here rather than in warcio: warcio prints zlib errors and reads on, and takes a
-            # stream that ends early for the end of the archive, so a cut or corrupt file looked complete.
-            with fsspec.open(path, "rb", compression=_compression(path)) as f:
-                for record in ArchiveIterator(_StrictStream(f), arc2warc=True):
-                    if pending is not None:
-                        yield pending
-                        pending = None
-                    report.records += 1
-                    doc, reason = self._warc_record(record, path)
-                    if doc is None:
-                        skipped[reason] += 1
-                    else:
-                        pending = doc
+        # Decompress here rather than in warcio: warcio prints zlib errors and reads on, and takes a
+        # stream that ends early for the end of the archive, so a cut or corrupt file looked complete.
+        with fsspec.open(path, "rb", compression=_compression(path)) as f:
+            for record in ArchiveIterator(_StrictStream(f), arc2warc=True):
                 if pending is not None:
                     yield pending
-        finally:
-            for reason, n in skipped.items():
-                report.skipped[reason] = report.skipped.get(reason, 0) + n
+                    pending = None
+                report.records += 1
+                doc, reason = self._warc_record(record, path)
+                if doc is None:
+                    report.skip(reason)
+                else:
+                    pending = doc
+            if pending is not None:
+                yield pending
 
     def _warc_record(self, record, path: str) -> tuple[Document | None, str | None]:
         doc, reason = self._warc_document(record, path)
@@ -260,26 +254,17 @@ class CrawlReader(BaseReader):
 
     # --- JSONL ------------------------------------------------------------------------------
     def _read_jsonl(self, path: str, report: FileReport):
-        skipped = Counter()
-        try:
-            with fsspec.open(path, "rb", compression=_compression(path)) as f:
-                for lineno, raw in enumerate(f):
-                    if not raw.strip():
-                        continue
-                    report.records += 1
-                    try:
-                        row = json.loads(raw)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        skipped["malformed_json"] += 1
-                        continue
-                    doc, reason = self._row_to_doc(row, path, lineno, "jsonl")
-                    if doc is None:
-                        skipped[reason] += 1
-                    else:
-                        yield doc
-        finally:
-            for reason, n in skipped.items():
-                report.skipped[reason] = report.skipped.get(reason, 0) + n
+        with fsspec.open(path, "rb", compression=_compression(path)) as f:
+            for lineno, raw in enumerate(f):
+                if not raw.strip():
+                    continue
+                report.records += 1
+                try:
+                    row = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    report.skip("malformed_json")
+                    continue
+                yield from self._emit(row, path, lineno, "jsonl", report)
 
     # --- Parquet ----------------------------------------------------------------------------
     def _read_parquet(self, path: str, report: FileReport):
@@ -290,25 +275,24 @@ class CrawlReader(BaseReader):
             if "text" not in pf.schema_arrow.names:
                 rows = pf.metadata.num_rows
                 report.records += rows
-                report.skipped["no_text_column"] = rows
+                report.skip("no_text_column", rows)
                 report.error = f"no 'text' column in {path} (columns: {pf.schema_arrow.names})"
                 logger.warning(f"{path}: skipped, {report.error}")
                 return
-            skipped = Counter()
             index = 0
-            try:  # like the other readers: counts survive a file that fails half-way
-                for batch in pf.iter_batches(batch_size=1024):
-                    for row in batch.to_pylist():
-                        report.records += 1
-                        doc, reason = self._row_to_doc(row, path, index, "parquet")
-                        index += 1
-                        if doc is None:
-                            skipped[reason] += 1
-                        else:
-                            yield doc
-            finally:
-                for reason, n in skipped.items():
-                    report.skipped[reason] = report.skipped.get(reason, 0) + n
+            for batch in pf.iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    report.records += 1
+                    yield from self._emit(row, path, index, "parquet", report)
+                    index += 1
+
+    def _emit(self, row, path: str, index: int, fmt: str, report: FileReport):
+        """A JSONL/Parquet row as a document, or counted under the reason it is not one."""
+        doc, reason = self._row_to_doc(row, path, index, fmt)
+        if doc is None:
+            report.skip(reason)
+        else:
+            yield doc
 
     def _row_to_doc(self, row, path: str, index: int, fmt: str) -> tuple[Document | None, str | None]:
         if not isinstance(row, dict):
