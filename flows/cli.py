@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(
         "flows.pipeline:pipeline_flow",
         "run every stage that exists, in order, under one parent MLflow run",
-        "Runs the whole pipeline (now: data) as one Prefect flow. Each stage is a subflow with its own "
+        "Runs the whole pipeline (now: data, tokenizer, pretrain) as one Prefect flow. Each stage is a subflow with its own "
         "MLflow run nested under the pipeline's run, writing under ${paths.root}/<stage>/.",
     ),
     "data": Command(
@@ -45,6 +45,21 @@ COMMANDS: dict[str, Command] = {
         "data.inputs=[WARC / JSONL / Parquet files, folders, globs or fsspec URLs]; empty means the demo "
         "corpus the project builds offline. Writes ${paths.root}/data/{kept,excluded,report}/, "
         "catalog.duckdb, stats.json and metrics.json.",
+    ),
+    "tokenizer": Command(
+        "flows.tokenizer:tokenizer_flow",
+        "train the byte-level BPE tokenizer and pack the kept text into a token store",
+        "Trains a GPT-4-style byte-level BPE (HF tokenizers) with the chat and tool special tokens on "
+        "${paths.root}/data/kept, measures held-out bytes per token over tokenizer.sweep_vocab_sizes, "
+        "and writes ${paths.root}/tokenizer/{tokenizer.json,hf/,tokens/{train,val}.bin,report.md}.",
+    ),
+    "pretrain": Command(
+        "flows.pretrain:pretrain_flow",
+        "pretrain the GPT (Lightning) on the token store; rerun to resume",
+        "Trains the Llama-style GPT (model.*) on ${paths.root}/tokenizer/tokens with AdamW, warmup and "
+        "cosine decay; logs loss, bits per byte, tokens/s and sample generations to MLflow, checkpoints "
+        "to ${paths.root}/pretrain/checkpoints (rerunning resumes), and registers the final model "
+        "(safetensors + a transformers LlamaForCausalLM export) in the MLflow registry.",
     ),
     "corpus": Command(
         "flows.corpus:build_corpus",

@@ -9,8 +9,10 @@ from prefect import flow
 from components.config import load_config
 from components.tracking import pipeline_run
 from flows.data import data_flow
+from flows.pretrain import pretrain_flow
+from flows.tokenizer import tokenizer_flow
 
-STAGES = {"data": data_flow}
+STAGES = {"data": data_flow, "tokenizer": tokenizer_flow, "pretrain": pretrain_flow}
 
 
 @flow(name="pipeline")

@@ -291,6 +291,22 @@ class StageRun:
         """Write `text` as artifact `artifact_file` (e.g. 'report.md')."""
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def register_model(self, local_dir: str | Path, name: str, alias: str,
+                       artifact_path: str = "model") -> str:
+        """Log `local_dir` (safetensors + config: no pickled code) as artifacts and register it as a new
+        version of model `name`, pointing `alias` at it. Returns the version."""
+        self.log_artifacts(local_dir, artifact_path)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            name, source=f"{self.artifact_uri}/{artifact_path}", run_id=self.run_id,
+            tags={"stage": self.stage})
+        self.client.set_registered_model_alias(name, alias, version.version)
+        return str(version.version)
+
     def log_dvc_hashes(
         self, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     ) -> dict[str, str]:

@@ -1,0 +1,199 @@
+"""The pretraining stage as one call: tokenizer + token store in, a trained base model out.
+
+Callable without Prefect or MLflow (`python -m components.training.pretrain key=value ...`, tests,
+torchrun/srun ranks); the flow adds an MLflow logger, text sinks and the model registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from components.model.checkpoint import save_model
+from components.model.config import GPTConfig
+from components.model.engine import SamplingParams
+from components.model.export import export_hf
+from components.tokenizer.bpe import Tokenizer
+from components.tokenizer.token_store import TokenStoreInfo, load_tokens
+from components.training.callbacks import SampleGenerations, TextSink, ThroughputLogger
+from components.training.data import PretrainData
+from components.training.pretrain_module import OptimConfig, PretrainModule
+
+log = logging.getLogger(__name__)
+LAST = "last.ckpt"
+
+
+@dataclass
+class PretrainResult:
+    output_dir: Path
+    model_dir: Path
+    hf_dir: Path
+    metrics: dict[str, float]
+    samples: list[tuple[int, str]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+
+
+class SaveAtEnd(Callback):
+    """The final checkpoint, whatever the interval: a rerun of a finished command resumes at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def model_config(cfg: DictConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig.from_dict({"vocab_size": vocab_size, **OmegaConf.to_container(cfg.model, resolve=True)})
+
+
+def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
+    """UTF-8 bytes of each token id; 0 for special tokens, which bits-per-byte leaves out."""
+    lengths = torch.zeros(tokenizer.vocab_size, dtype=torch.long)
+    for token, i in tokenizer.to_tiktoken_ranks().items():
+        lengths[i] = len(token)
+    return lengths
+
+
+def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
+    """Entropy (nats) of the training tokens' unigram distribution: what a model that ignores context
+    would score. A model that learned anything beats it by a wide margin."""
+    counts = np.bincount(np.asarray(tokens), minlength=vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def checkpoint_step_and_config(path: Path) -> tuple[int, dict | None]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: TextSink | None = None
+                    ) -> PretrainResult:
+    """Train (or resume) the base model described by `cfg.model` on the tokenizer stage's store."""
+    p = cfg.pretrain
+    tokenizer_dir = Path(p.tokenizer_dir)
+    tokenizer = Tokenizer.load(tokenizer_dir)
+    store = tokenizer_dir / "tokens"
+    info = TokenStoreInfo.load(store)
+    if info.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"token store {store} was written with a {info.vocab_size}-token vocabulary but "
+                         f"the tokenizer has {tokenizer.vocab_size}: rerun `llmops tokenizer`")
+    model_cfg = model_config(cfg, tokenizer.vocab_size)
+    out = Path(p.output_dir)
+    ckpt_dir = out / "checkpoints"
+    resume_from, resumed_step = _resume_point(ckpt_dir, model_cfg, bool(p.resume))
+
+    L.seed_everything(int(p.seed), workers=True, verbose=False)
+    optim = OptimConfig(**OmegaConf.to_container(p.optim, resolve=True), max_steps=int(p.max_steps))
+    module = PretrainModule(model_cfg, optim, token_byte_lengths(tokenizer), compile_model=bool(p.compile))
+    data = PretrainData(store, model_cfg.seq_len, int(p.micro_batch_size), int(p.accumulate), int(p.seed),
+                        int(p.val_batches))
+    world = int(p.devices) * int(p.num_nodes) if isinstance(p.devices, int) else 1
+    tokens_per_step = int(p.micro_batch_size) * model_cfg.seq_len * int(p.accumulate) * world
+    sampler = SampleGenerations(
+        list(p.sample.prompts), tokenizer.encode, tokenizer.decode, tokenizer.bos_id,
+        tokenizer.special_id("<|pad|>"),
+        SamplingParams(max_new_tokens=int(p.sample.max_new_tokens), temperature=float(p.sample.temperature),
+                       top_k=p.sample.top_k, top_p=p.sample.top_p, seed=int(p.sample.seed)),
+        sink=text_sink)
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+                        every_n_train_steps=int(p.checkpoint_every_n_steps), save_top_k=1, save_last=True),
+        SaveAtEnd(ckpt_dir / LAST),
+        ThroughputLogger(tokens_per_step, model_cfg.flops_per_token(), int(p.log_every_n_steps)),
+        sampler,
+    ]
+    trainer = L.Trainer(
+        accelerator=p.accelerator, devices=p.devices, num_nodes=int(p.num_nodes), strategy=p.strategy,
+        precision=resolve_precision(str(p.precision), str(p.accelerator)),
+        max_steps=int(p.max_steps), accumulate_grad_batches=int(p.accumulate),
+        gradient_clip_val=float(p.grad_clip) if p.grad_clip else None,
+        val_check_interval=int(p.val_every_n_steps) * int(p.accumulate), check_val_every_n_epoch=None,
+        limit_val_batches=int(p.val_batches), num_sanity_val_steps=0,
+        log_every_n_steps=int(p.log_every_n_steps), logger=logger if logger is not None else False,
+        callbacks=callbacks, default_root_dir=out, enable_model_summary=False,
+        enable_progress_bar=bool(p.progress_bar), deterministic=bool(p.deterministic),
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    seconds = time.perf_counter() - started
+    if trainer.interrupted:
+        raise KeyboardInterrupt("pretraining was interrupted; rerun the same command to resume")
+    # The final validation (ends every run, so metrics.json always describes the final weights).
+    final = trainer.validate(module, datamodule=data, verbose=False)[0] if trainer.is_global_zero else {}
+
+    model = getattr(module.model, "_orig_mod", module.model)
+    model_dir = save_model(model, out / "model")
+    tokenizer.save(model_dir / "tokenizer.json")
+    hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if p.export_hf else out / "hf"
+    train_tokens = load_tokens(store, "train")
+    metrics = {
+        "val_loss": float(final.get("val/loss", math.nan)),
+        "val_bpb": float(final.get("val/bpb", math.nan)),
+        "train_unigram_entropy": unigram_entropy(train_tokens, tokenizer.vocab_size),
+        "steps": trainer.global_step,
+        "tokens_seen": trainer.global_step * tokens_per_step,
+        "train_seconds_this_run": seconds,
+        "params": model_cfg.num_params(),
+        "params_non_embedding": model_cfg.num_params(embeddings=False),
+        "flops_per_token": model_cfg.flops_per_token(),
+        "train_tokens_available": int(len(train_tokens)),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    (out / "samples.md").write_text("\n".join(text for _, text in sampler.history))
+    return PretrainResult(out, model_dir, hf_dir, metrics, sampler.history, resumed_step)
+
+
+def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, resume: bool) -> tuple[str | None, int | None]:
+    """The checkpoint to resume from (None: start fresh), refusing one of another architecture."""
+    last = ckpt_dir / LAST
+    if not last.exists():
+        return None, None
+    if not resume:
+        log.warning("pretrain.resume=false: discarding the checkpoints in %s", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        return None, None
+    step, saved = checkpoint_step_and_config(last)
+    if saved is not None and saved != model_cfg.to_dict():
+        diff = [f"{k}: checkpoint {saved.get(k)} vs config {v}" for k, v in model_cfg.to_dict().items()
+                if saved.get(k) != v]
+        raise ValueError(f"the checkpoint in {ckpt_dir} is another architecture ({'; '.join(diff)}): "
+                         "train with the model config it was made with, set pretrain.resume=false to "
+                         "start over, or use another pretrain.output_dir")
+    log.info("resuming pretraining from %s at step %d", last, step)
+    return str(last), step
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Pretraining without Prefect or MLflow: the entry point for torchrun/srun ranks and scripts."""
+    from components.config import load_config
+
+    logging.basicConfig(level=logging.INFO)
+    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=pretrain"])
+    result = run_pretraining(cfg)
+    print(json.dumps(result.metrics, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
