@@ -19,8 +19,9 @@ STAGE = "tokenizer"
 def train_tokenizer(tok_cfg: dict, seed: int) -> dict:
     result = run_tokenizer_stage(OmegaConf.create(tok_cfg), Path(tok_cfg["kept_dir"]),
                                  Path(tok_cfg["output_dir"]), seed=seed)
-    return {"metrics": result.metrics, "report": str(result.report_path), "tokenizer": str(result.tokenizer_path),
-            "hf": str(result.hf_dir), "store": str(result.store_dir), "metrics_path": str(result.metrics_path)}
+    paths = {"report": result.report_path, "tokenizer": result.tokenizer_path, "hf": result.hf_dir,
+             "store": result.store_dir, "metrics_path": result.metrics_path}
+    return {"metrics": result.metrics, **{k: str(v) for k, v in paths.items()}}
 
 
 @flow(name="tokenizer")

@@ -18,6 +18,7 @@ CONFIG = "gpt_config.json"
 
 
 def save_model(model: GPT, out_dir: Path) -> Path:
+    model = getattr(model, "_orig_mod", model)  # torch.compile'd: save the module's own names
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -38,7 +38,9 @@ class GPTConfig:
             problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         elif self.head_dim % 2:
             problems.append(f"head_dim={self.head_dim} must be even for RoPE (change n_embd or n_head)")
-        if self.n_head % self.kv_heads:
+        if self.n_kv_head is not None and self.n_kv_head < 1:
+            problems.append(f"n_kv_head={self.n_kv_head} must be >= 1 (or null for multi-head attention)")
+        elif self.n_head >= 1 and self.n_head % self.kv_heads:
             problems.append(f"n_head={self.n_head} is not a multiple of n_kv_head={self.kv_heads}")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
@@ -49,7 +51,7 @@ class GPTConfig:
 
     @property
     def kv_heads(self) -> int:
-        return self.n_kv_head or self.n_head
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
 
     @property
     def hidden_dim(self) -> int:

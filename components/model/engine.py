@@ -98,6 +98,13 @@ class Engine:
                              f"(size {cfg.vocab_size}): was the prompt encoded with another tokenizer?")
         return longest
 
+    def _checked_ids(self, ids: Sequence[int]) -> list[int]:
+        ids = [int(t) for t in ids]
+        vocab = self.model.config.vocab_size
+        if not all(0 <= t < vocab for t in ids):
+            raise ValueError(f"a hook returned token ids outside the vocabulary (size {vocab}): {ids[:8]}")
+        return ids
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, num_samples: int = 1,
                  hook: TokenHook | None = None) -> list[Completion]:
@@ -106,6 +113,8 @@ class Engine:
         Generation stops at a sampled stop token (kept in `tokens`), at max_new_tokens, or where the
         context ends."""
         longest = self._check(prompts)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -158,7 +167,7 @@ class Engine:
                 if was_sampled and token in stop:
                     row.finish_reason, done[r] = "stop", True
                 elif hook is not None and (extra := hook(r, row.tokens)):
-                    forced[r].extend(int(t) for t in extra)
+                    forced[r].extend(self._checked_ids(extra))
             if all(done) or step == max_new - 1:
                 break
             alive = torch.tensor([not d for d in done], device=device)

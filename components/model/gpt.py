@@ -151,7 +151,8 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         if positions is None and start + t > self.config.seq_len:
             raise ValueError(f"sequence of {start + t} tokens is longer than the model's context "
-                             f"({self.config.seq_len}): shorten the input or train with a larger model.seq_len")
+                             f"({self.config.seq_len}): shorten the input or train with a larger "
+                             "model.seq_len")
         if positions is None:
             cos, sin = self.rope_cos[start:start + t], self.rope_sin[start:start + t]
         else:
@@ -175,7 +176,9 @@ class GPT(nn.Module):
         if cache is None and attention_mask is None:
             return None
         start = cache.pos if cache is not None else 0
-        valid = attention_mask if attention_mask is not None else torch.ones(b, t, dtype=torch.bool, device=device)
+        valid = attention_mask
+        if valid is None:
+            valid = torch.ones(b, t, dtype=torch.bool, device=device)
         if cache is not None:
             if start + t > cache.max_len:
                 raise ValueError(f"KV cache holds {cache.max_len} tokens; {start + t} requested")

@@ -43,7 +43,8 @@ class ThroughputLogger(L.Callback):
         tokens_per_s = steps * self.tokens_per_step / (now - self._t0)
         metrics = {"train/tokens_per_s": tokens_per_s}
         if self.peak_flops:
-            metrics["train/mfu"] = tokens_per_s * self.flops_per_token / (self.peak_flops * trainer.world_size)
+            achieved = tokens_per_s * self.flops_per_token
+            metrics["train/mfu"] = achieved / (self.peak_flops * trainer.world_size)
         pl_module.log_dict(metrics, rank_zero_only=True)
         self._t0, self._step0 = now, trainer.global_step
 

@@ -77,16 +77,16 @@ class TrainWindows(IterableDataset):
 
 
 class ValWindows(torch.utils.data.Dataset):
-    """The first `max_batches` batches of consecutive validation windows: the same text every time."""
+    """The first `max_windows` consecutive validation windows, in batches: the same text every time,
+    whatever the batch size or number of devices."""
 
-    def __init__(self, store: Path, seq_len: int, batch_size: int, max_batches: int) -> None:
+    def __init__(self, store: Path, seq_len: int, batch_size: int, max_windows: int) -> None:
         self.store, self.seq_len, self.batch_size = store, seq_len, batch_size
         n_windows = (len(load_tokens(store, "val")) - 1) // seq_len
         if n_windows < 1:
             raise ValueError(f"the validation split of {store} is shorter than one {seq_len + 1}-token "
                              "window: raise tokenizer.val_fraction or lower model.seq_len")
-        self.n_batches = max(1, min(max_batches, n_windows // batch_size))
-        self.n_windows = min(n_windows, self.n_batches * batch_size)
+        self.n_windows = min(n_windows, max_windows)
 
     def __len__(self) -> int:
         return -(-self.n_windows // self.batch_size)
@@ -100,10 +100,10 @@ class ValWindows(torch.utils.data.Dataset):
 
 class PretrainData(L.LightningDataModule):
     def __init__(self, store: Path, seq_len: int, micro_batch_size: int, accumulate: int, seed: int,
-                 val_batches: int) -> None:
+                 val_sequences: int) -> None:
         super().__init__()
         self.store, self.seq_len, self.micro_batch_size = Path(store), seq_len, micro_batch_size
-        self.accumulate, self.seed, self.val_batches = accumulate, seed, val_batches
+        self.accumulate, self.seed, self.val_sequences = accumulate, seed, val_sequences
 
     def plan(self, world_size: int) -> WindowPlan:
         n_tokens = len(load_tokens(self.store, "train"))
@@ -118,5 +118,5 @@ class PretrainData(L.LightningDataModule):
         return DataLoader(dataset, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = ValWindows(self.store, self.seq_len, self.micro_batch_size, self.val_batches)
+        dataset = ValWindows(self.store, self.seq_len, self.micro_batch_size, self.val_sequences)
         return DataLoader(dataset, batch_size=None)

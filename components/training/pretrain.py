@@ -5,6 +5,7 @@ torchrun/srun ranks); the flow adds an MLflow logger, text sinks and the model r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -75,9 +76,20 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def checkpoint_step_and_config(path: Path) -> tuple[int, dict | None]:
+def data_fingerprint(tokenizer_dir: Path) -> str:
+    """Identifies the tokenizer and token store a run trains on (their files' hashes and sizes)."""
+    digest = hashlib.sha256()
+    for path in (tokenizer_dir / "tokenizer.json", tokenizer_dir / "tokens" / "meta.json"):
+        digest.update(path.read_bytes())
+    for split in ("train", "val"):
+        digest.update(str((tokenizer_dir / "tokens" / f"{split}.bin").stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_checkpoint_info(path: Path) -> tuple[int, dict | None, str | None]:
+    """(global step, model config, data fingerprint) of a Lightning checkpoint, loaded weights-only."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config")
+    return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config"), ckpt.get("data_fingerprint")
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -101,13 +113,15 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     model_cfg = model_config(cfg, tokenizer.vocab_size)
     out = Path(p.output_dir)
     ckpt_dir = out / "checkpoints"
-    resume_from, resumed_step = _resume_point(ckpt_dir, model_cfg, bool(p.resume))
+    fingerprint = data_fingerprint(tokenizer_dir)
+    resume_from, resumed_step = _resume_point(ckpt_dir, model_cfg, fingerprint, bool(p.resume))
 
     L.seed_everything(int(p.seed), workers=True, verbose=False)
     optim = OptimConfig(**OmegaConf.to_container(p.optim, resolve=True), max_steps=int(p.max_steps))
-    module = PretrainModule(model_cfg, optim, token_byte_lengths(tokenizer), compile_model=bool(p.compile))
+    module = PretrainModule(model_cfg, optim, token_byte_lengths(tokenizer), compile_model=bool(p.compile),
+                            data_fingerprint=fingerprint)
     data = PretrainData(store, model_cfg.seq_len, int(p.micro_batch_size), int(p.accumulate), int(p.seed),
-                        int(p.val_batches))
+                        int(p.val_sequences))
     world = int(p.devices) * int(p.num_nodes) if isinstance(p.devices, int) else 1
     tokens_per_step = int(p.micro_batch_size) * model_cfg.seq_len * int(p.accumulate) * world
     sampler = SampleGenerations(
@@ -129,7 +143,7 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
         max_steps=int(p.max_steps), accumulate_grad_batches=int(p.accumulate),
         gradient_clip_val=float(p.grad_clip) if p.grad_clip else None,
         val_check_interval=int(p.val_every_n_steps) * int(p.accumulate), check_val_every_n_epoch=None,
-        limit_val_batches=int(p.val_batches), num_sanity_val_steps=0,
+        num_sanity_val_steps=0,
         log_every_n_steps=int(p.log_every_n_steps), logger=logger if logger is not None else False,
         callbacks=callbacks, default_root_dir=out, enable_model_summary=False,
         enable_progress_bar=bool(p.progress_bar), deterministic=bool(p.deterministic),
@@ -147,12 +161,14 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     tokenizer.save(model_dir / "tokenizer.json")
     hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if p.export_hf else out / "hf"
     train_tokens = load_tokens(store, "train")
+    # From the final checkpoint: with ddp_spawn, this process's trainer never counted the workers' steps.
+    steps = read_checkpoint_info(ckpt_dir / LAST)[0]
     metrics = {
         "val_loss": float(final.get("val/loss", math.nan)),
         "val_bpb": float(final.get("val/bpb", math.nan)),
         "train_unigram_entropy": unigram_entropy(train_tokens, tokenizer.vocab_size),
-        "steps": trainer.global_step,
-        "tokens_seen": trainer.global_step * tokens_per_step,
+        "steps": steps,
+        "tokens_seen": steps * tokens_per_step,
         "train_seconds_this_run": seconds,
         "params": model_cfg.num_params(),
         "params_non_embedding": model_cfg.num_params(embeddings=False),
@@ -164,16 +180,21 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     return PretrainResult(out, model_dir, hf_dir, metrics, sampler.history, resumed_step)
 
 
-def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, resume: bool) -> tuple[str | None, int | None]:
-    """The checkpoint to resume from (None: start fresh), refusing one of another architecture."""
+def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume: bool
+                  ) -> tuple[str | None, int | None]:
+    """The checkpoint to resume from (None: start fresh), refusing one of another architecture.
+
+    Checkpoints of a run on other data (a new tokenizer or token store, e.g. `dvc repro` after the data
+    changed) are discarded: resuming them would skip training on the new data."""
     last = ckpt_dir / LAST
     if not last.exists():
         return None, None
-    if not resume:
-        log.warning("pretrain.resume=false: discarding the checkpoints in %s", ckpt_dir)
+    step, saved, saved_fingerprint = read_checkpoint_info(last)
+    if not resume or saved_fingerprint != fingerprint:
+        why = "pretrain.resume=false" if not resume else "the tokenizer or token store changed"
+        log.warning("%s: discarding the checkpoints in %s", why, ckpt_dir)
         shutil.rmtree(ckpt_dir)
         return None, None
-    step, saved = checkpoint_step_and_config(last)
     if saved is not None and saved != model_cfg.to_dict():
         diff = [f"{k}: checkpoint {saved.get(k)} vs config {v}" for k, v in model_cfg.to_dict().items()
                 if saved.get(k) != v]
