@@ -72,6 +72,11 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Errors the stages raise for bad input (with a message saying what to change) and for a diverged run
+# (FloatingPointError: NaN loss). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmops",
@@ -103,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if command.flow:
         use_project_prefect_home(cfg.paths.state)
     module, function = command.target.split(":")
-    result = getattr(importlib.import_module(module), function)(list(args.overrides))
+    try:
+        result = getattr(importlib.import_module(module), function)(list(args.overrides))
+    except USER_ERRORS as e:  # bad input or a diverged run: the message says what to change
+        print(f"llmops {args.command}: error: {e}", file=sys.stderr)
+        return 1
     if result is not None:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0

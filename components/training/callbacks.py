@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from components.model.engine import Engine, SamplingParams
 
-TextSink = Callable[[str, str], None]  # (artifact file name, text): e.g. StageRun.log_text
+TextSink = Callable[[str, str], None]  # (text, artifact file name): e.g. StageRun.log_text
 
 
 class ThroughputLogger(L.Callback):
@@ -66,7 +66,7 @@ class SampleGenerations(L.Callback):
         text = self.sample(pl_module.model, trainer.global_step)
         self.history.append((trainer.global_step, text))
         if self.sink is not None:
-            self.sink(f"samples/step_{trainer.global_step:06d}.txt", text)
+            self.sink(text, f"samples/step_{trainer.global_step:06d}.txt")
 
     def sample(self, model: torch.nn.Module, step: int) -> str:
         model = getattr(model, "_orig_mod", model)

@@ -16,7 +16,7 @@ from components.model.gpt import GPT
 from components.model.ops import cross_entropy
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite: training stops, the last good checkpoint stays."""
 
 

@@ -61,3 +61,15 @@ def test_corpus_command_builds_once(capsys, tmp_path):
     stamp = manifest.stat().st_mtime_ns
     assert main(args) == 0  # same settings: the existing build is reused, not rewritten
     assert json.loads(capsys.readouterr().out) == first and manifest.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("command", "message"), [
+    ("tokenizer", "llmops data"),
+    ("pretrain", "llmops tokenizer"),
+])
+def test_a_stage_without_its_input_says_which_stage_to_run(prefect_harness, capsys, tmp_path, command,
+                                                           message):
+    assert main([command, "profile=tiny", f"paths.root={tmp_path}"]) == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after Prefect's own log lines
+    assert last_line.startswith(f"llmops {command}: error:") and message in last_line

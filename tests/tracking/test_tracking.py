@@ -436,3 +436,39 @@ def test_log_dvc_hashes(cfg, dvc_repo, client, caplog):
     with stage_run(off, "data") as run:
         assert run.log_dvc_hashes({"corpus": repo / "dataset"}, {}) == {}
     assert not any(k.startswith("dvc.") for k in client.get_run(run.run_id).data.tags)
+
+
+# --- model registry and the Lightning logger ----------------------------------------------------
+
+
+def test_register_model_adds_versions_and_moves_the_alias(cfg, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "weights.safetensors").write_bytes(b"not really weights")
+    versions = []
+    for _ in range(2):
+        with stage_run(cfg, "pretrain") as run:
+            versions.append(run.register_model(model_dir, "test-model", "current"))
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    assert versions == ["1", "2"]
+    current = client.get_model_version_by_alias("test-model", "current")
+    assert str(current.version) == "2" and current.run_id == run.run_id
+    source = client.get_model_version_download_uri("test-model", current.version)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "dl"),
+                                                tracking_uri=cfg.tracking.uri)
+    assert (Path(local) / "weights.safetensors").read_bytes() == b"not really weights"
+
+
+def test_lightning_logger_writes_step_metrics_into_the_stage_run(cfg):
+    from components.tracking.lightning import StageRunLogger
+
+    with stage_run(cfg, "pretrain") as run:
+        logger = StageRunLogger(run)
+        logger.log_hyperparams({"ignored": 1})
+        for step in (10, 20):
+            logger.log_metrics({"train/loss": 1.0 / step, "epoch": 0}, step=step)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    history = client.get_metric_history(run.run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(10, 0.1), (20, 0.05)]
+    assert "epoch" not in client.get_run(run.run_id).data.metrics
+    assert "ignored" not in client.get_run(run.run_id).data.params

@@ -1,5 +1,5 @@
-"""The data stage under the pipeline flow, for real: Prefect's test harness, MLflow on SQLite, datatrove
-with two workers on the tiny demo corpus. One run, many checks."""
+"""The pipeline flow for real (data -> tokenizer -> pretrain): Prefect's test harness, MLflow on SQLite,
+datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One run, many checks."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_stage_run_is_nested_and_records_config_commit_and_dvc_hashes(pipeline_r
 
     root, _ = pipeline_run
     client, runs = _runs(root)
-    assert set(runs) == {"pipeline", "data"}
+    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain"}
     data_run, parent = runs["data"], runs["pipeline"]
     assert data_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert data_run.info.status == parent.info.status == "FINISHED"
@@ -79,3 +79,42 @@ def test_report_is_a_prefect_artifact(pipeline_run):
         key = ArtifactFilter(key=ArtifactFilterKey(any_=["data-report"]))
         artifacts = client.read_artifacts(artifact_filter=key)
     assert artifacts and "Funnel" in artifacts[-1].data
+
+
+def test_tokenizer_stage_is_tracked_with_its_report_and_store(pipeline_run):
+    from components.tracking import dvc_hash
+
+    root, state = pipeline_run
+    _, runs = _runs(root)
+    run = runs["tokenizer"]
+    metrics = state.result()["tokenizer"]
+    assert metrics["vocab_size"] == 512 and metrics["bytes_per_token"] > 1.5
+    assert run.data.metrics["bytes_per_token"] == pytest.approx(metrics["bytes_per_token"])
+    assert run.data.tags["dvc.in.kept"] == dvc_hash(root / "data" / "kept")
+    assert run.data.tags["dvc.out.tokens"] == dvc_hash(root / "tokenizer" / "tokens")
+    assert (root / "tokenizer" / "tokens" / "train.bin").stat().st_size > 0
+
+
+def test_pretrain_stage_learns_logs_curves_samples_and_registers_the_model(pipeline_run):
+    import mlflow
+
+    root, state = pipeline_run
+    client, runs = _runs(root)
+    run = runs["pretrain"]
+    metrics = state.result()["pretrain"]
+    assert metrics["val_loss"] < metrics["train_unigram_entropy"] - 1.0
+    assert run.info.status == "FINISHED"
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(losses) >= 10 and losses[-1].value < losses[0].value
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) >= 4  # every 50 of 200 steps
+    assert client.get_metric_history(run.info.run_id, "train/tokens_per_s")
+    samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert "samples/step_000050.txt" in samples
+    version = client.get_model_version_by_alias("llmops-base", "current")
+    assert version.run_id == run.info.run_id
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri("llmops-base", version.version),
+        dst_path=str(root / "download"), tracking_uri=f"sqlite:///{root}/.state/mlflow.db")
+    from components.model.checkpoint import load_model
+
+    assert load_model(local).config.num_params() == metrics["params"]
