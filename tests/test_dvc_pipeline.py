@@ -1,5 +1,6 @@
-"""`dvc repro` in a fresh copy of the repository: the first run builds the corpus and runs the data
-stage with no remote to pull from, the second does nothing, a changed data parameter reruns only data."""
+"""`dvc repro` in a fresh copy of the repository: the first run builds the corpus and runs every stage
+with no remote to pull from, the second does nothing, a changed data parameter reruns data and what
+depends on it."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_repro_runs_then_skips_then_reruns_on_a_param_change(fresh_clone):
     assert not (repo / "data").exists() and not (repo / ".dvc" / "cache").exists()
 
     first = _run(["dvc", "repro"], repo, env)
-    assert _ran(first) == ["corpus", "data"], first
+    assert _ran(first) == ["corpus", "data", "tokenizer", "pretrain"], first
     assert (repo / "data" / "ground_truth.jsonl").exists()  # data.dvc imported the built corpus
     assert list((repo / "outputs" / "data" / "kept").glob("*.parquet"))
 
@@ -66,6 +67,7 @@ def test_repro_runs_then_skips_then_reruns_on_a_param_change(fresh_clone):
     params = repo / "conf" / "data" / "default.yaml"
     params.write_text(params.read_text().replace("language_threshold: 0.65", "language_threshold: 0.7"))
     third = _run(["dvc", "repro"], repo, env)
-    assert _ran(third) == ["data"], third
+    assert _ran(third) == ["data", "tokenizer", "pretrain"], third  # downstream of the changed data
     assert "filters.language_filter.language_threshold" in _run(["dvc", "params", "diff"], repo, env)
-    assert "data/documents_kept" in _run(["dvc", "metrics", "show"], repo, env)
+    metrics = _run(["dvc", "metrics", "show"], repo, env)
+    assert "data/documents_kept" in metrics and "bytes_per_token" in metrics and "val_loss" in metrics
