@@ -153,10 +153,12 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     seconds = time.perf_counter() - started
     if trainer.interrupted:
         raise KeyboardInterrupt("pretraining was interrupted; rerun the same command to resume")
-    # The final validation (ends every run, so metrics.json always describes the final weights).
-    final = trainer.validate(module, datamodule=data, verbose=False)[0] if trainer.is_global_zero else {}
-
+    # The final validation (ends every run, so metrics.json always describes the final weights). Every
+    # rank takes part (a launcher-started DDP run would hang otherwise); only rank 0 writes.
+    final = trainer.validate(module, datamodule=data, verbose=False)[0]
     model = getattr(module.model, "_orig_mod", module.model)
+    if not trainer.is_global_zero:
+        return PretrainResult(out, out / "model", out / "hf", {}, [], resumed_step)
     model_dir = save_model(model, out / "model")
     tokenizer.save(model_dir / "tokenizer.json")
     hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if p.export_hf else out / "hf"
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=pretrain"])
     result = run_pretraining(cfg)
-    print(json.dumps(result.metrics, indent=1, sort_keys=True))
+    if result.metrics:  # rank 0 of a launcher-started run (the others report nothing)
+        print(json.dumps(result.metrics, indent=1, sort_keys=True))
     return 0
 
 
