@@ -148,7 +148,14 @@ def test_too_small_vocab_is_refused(tmp_path: Path, key: str, value: object) -> 
         run_tokenizer_stage(tok_cfg(**{key: value}), tmp_path / "kept", tmp_path / "out", 0)
 
 
-def test_default_config_has_every_key() -> None:
-    """The stage reads exactly the keys `conf/tokenizer/default.yaml` defines."""
-    default = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "tokenizer" / "default.yaml")
-    assert set(default) == set(tok_cfg())
+def test_composed_config_runs(tmp_path: Path) -> None:
+    """The Hydra config group (tiny profile) has every key the stage reads, with values that work."""
+    from components.config import load_config
+
+    cfg = load_config(["profile=tiny", f"paths.root={tmp_path}"]).tokenizer
+    assert set(cfg) == set(tok_cfg())
+    assert Path(cfg.kept_dir) == tmp_path / "data" / "kept" and Path(cfg.output_dir) == tmp_path / "tokenizer"
+    write_shards(Path(cfg.kept_dir), documents())
+    result = run_tokenizer_stage(cfg, Path(cfg.kept_dir), Path(cfg.output_dir), seed=0)
+    assert result.metrics["vocab_size"] == cfg.vocab_size
+    assert sorted(result.sweep) == sorted({cfg.vocab_size, *cfg.sweep_vocab_sizes})
