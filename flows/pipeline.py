@@ -24,5 +24,7 @@ def pipeline_flow(overrides: list[str] | None = None) -> dict[str, dict[str, flo
     with pipeline_run(cfg) as run:
         for name, stage_flow in STAGES.items():
             results[name] = stage_flow(overrides, parent_run_id=run.run_id)
-            run.log_metrics(results[name])
+            # On the parent, every stage's numbers under its own name: `val_loss` means one thing per stage.
+            run.log_metrics({key if key.startswith(f"{name}/") else f"{name}/{key}": value
+                             for key, value in results[name].items()})
     return results
