@@ -106,7 +106,8 @@ def test_pretrain_stage_learns_logs_curves_samples_and_registers_the_model(pipel
     assert run.info.status == "FINISHED"
     parent = runs["pipeline"].data.metrics
     assert parent["pretrain/val_loss"] == pytest.approx(metrics["val_loss"])
-    assert parent["tokenizer/bytes_per_token"] == pytest.approx(state.result()["tokenizer"]["bytes_per_token"])
+    tokenizer_metrics = state.result()["tokenizer"]
+    assert parent["tokenizer/bytes_per_token"] == pytest.approx(tokenizer_metrics["bytes_per_token"])
     losses = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(losses) >= 10 and losses[-1].value < losses[0].value
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) >= 4  # every 50 of 200 steps

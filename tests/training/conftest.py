@@ -6,21 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.token_fixtures import build_pydoc_token_store
+
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    from pydoc_data.topics import topics
-
-    from components.tokenizer.bpe import train_bpe
-    from components.tokenizer.token_store import write_token_store
-
-    out = tmp_path_factory.mktemp("tokenizer")
-    texts = [topics[k] for k in sorted(topics)]
-    tokenizer = train_bpe(texts, 512)
-    tokenizer.save(out / "tokenizer.json")
-    write_token_store((tokenizer.encode(t) for t in texts), out / "tokens", tokenizer.vocab_size,
-                      tokenizer.bos_id, val_fraction=0.1, seed=0)
-    return out
+    return build_pydoc_token_store(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture
