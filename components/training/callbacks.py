@@ -19,8 +19,8 @@ class ThroughputLogger(L.Callback):
     """Logs tokens/s over each logging window, and MFU where the device's peak FLOP/s is known
     (Lightning's table of GPUs; None on CPUs, so no MFU there)."""
 
-    def __init__(self, tokens_per_step: int, flops_per_token: int, every_n_steps: int) -> None:
-        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+    def __init__(self, tokens_per_device_step: int, flops_per_token: int, every_n_steps: int) -> None:
+        self.tokens_per_device_step, self.flops_per_token = tokens_per_device_step, flops_per_token
         self.every = max(1, every_n_steps)
         self._t0: float | None = None
         self._step0 = 0
@@ -40,13 +40,17 @@ class ThroughputLogger(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize()
         now = time.perf_counter()
-        tokens_per_s = steps * self.tokens_per_step / (now - self._t0)
+        tokens_per_s = steps * self.tokens_per_device_step * trainer.world_size / (now - self._t0)
         metrics = {"train/tokens_per_s": tokens_per_s}
         if self.peak_flops:
             achieved = tokens_per_s * self.flops_per_token
             metrics["train/mfu"] = achieved / (self.peak_flops * trainer.world_size)
         pl_module.log_dict(metrics, rank_zero_only=True)
         self._t0, self._step0 = now, trainer.global_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Validation (and the samples after it) is not training time: restart the window."""
+        self._t0, self._step0 = time.perf_counter(), trainer.global_step
 
 
 class SampleGenerations(L.Callback):

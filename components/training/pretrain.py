@@ -53,7 +53,7 @@ class SaveAtEnd(Callback):
         self.path = path
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # with optimizer state: resumable
 
 
 def model_config(cfg: DictConfig, vocab_size: int) -> GPTConfig:
@@ -122,8 +122,7 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
                             data_fingerprint=fingerprint)
     data = PretrainData(store, model_cfg.seq_len, int(p.micro_batch_size), int(p.accumulate), int(p.seed),
                         int(p.val_sequences))
-    world = int(p.devices) * int(p.num_nodes) if isinstance(p.devices, int) else 1
-    tokens_per_step = int(p.micro_batch_size) * model_cfg.seq_len * int(p.accumulate) * world
+    tokens_per_device_step = int(p.micro_batch_size) * model_cfg.seq_len * int(p.accumulate)
     sampler = SampleGenerations(
         list(p.sample.prompts), tokenizer.encode, tokenizer.decode, tokenizer.bos_id,
         tokenizer.special_id("<|pad|>"),
@@ -134,8 +133,8 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=int(p.checkpoint_every_n_steps), save_top_k=1, save_last=True),
         SaveAtEnd(ckpt_dir / LAST),
-        ThroughputLogger(tokens_per_step, model_cfg.flops_per_token(), int(p.log_every_n_steps)),
         sampler,
+        ThroughputLogger(tokens_per_device_step, model_cfg.flops_per_token(), int(p.log_every_n_steps)),
     ]
     trainer = L.Trainer(
         accelerator=p.accelerator, devices=p.devices, num_nodes=int(p.num_nodes), strategy=p.strategy,
@@ -165,6 +164,7 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     train_tokens = load_tokens(store, "train")
     # From the final checkpoint: with ddp_spawn, this process's trainer never counted the workers' steps.
     steps = read_checkpoint_info(ckpt_dir / LAST)[0]
+    tokens_per_step = tokens_per_device_step * trainer.world_size
     metrics = {
         "val_loss": float(final.get("val/loss", math.nan)),
         "val_bpb": float(final.get("val/bpb", math.nan)),
