@@ -75,6 +75,23 @@ def machine_info() -> dict[str, Any]:
             "ram_gib": ram_gib}
 
 
+def result_header(name: str, argv: list[str] | None, machine: dict[str, Any],
+                  packages: dict[str, str | None]) -> dict[str, Any]:
+    """What every benchmark result starts with: what ran, when, on which commit, machine and versions."""
+    from components.tracking.provenance import git_commit
+
+    sha, dirty = git_commit(REPO)
+    return {
+        "benchmark": name,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", f"benchmarks/{name}.py", *(argv or sys.argv[1:])]),
+        "git": {"commit": sha, "dirty": dirty},
+        "machine": machine,
+        "python": platform.python_version(),
+        "packages": packages,
+    }
+
+
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -420,7 +437,6 @@ def main(argv: list[str] | None = None) -> int:
     from components.config import load_config
     from components.data.inputs import ensure_demo_corpus
     from components.data.readers import resolve_inputs
-    from components.tracking.provenance import git_commit
 
     machine = machine_info()
     base = load_config([f"profile={args.profile}", "stage=data"])
@@ -493,15 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     if cold is not None:
         cold["startup_cost_s"] = round(cold["seconds"] - ours["median_seconds"], 3)
         cold["ratio_vs_reference"] = round(cold["docs_per_s"] / reference["median_docs_per_s"], 3)
-    sha, dirty = git_commit(REPO)
     result = {
-        "benchmark": "data_throughput",
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/data_throughput.py", *(argv or sys.argv[1:])]),
-        "git": {"commit": sha, "dirty": dirty},
-        "machine": machine,
-        "python": platform.python_version(),
-        "packages": package_versions(),
+        **result_header("data_throughput", argv, machine, package_versions()),
         "profile": args.profile,
         "documents": n_documents,
         "input_files": len(files),

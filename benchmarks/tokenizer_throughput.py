@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from anywhere, installed or not
 
-from benchmarks.data_throughput import CpuMeter, load_average, log, machine_info, wait_for_quiet  # noqa: E402
+from benchmarks.data_throughput import (  # noqa: E402
+    CpuMeter,
+    load_average,
+    log,
+    machine_info,
+    result_header,
+    wait_for_quiet,
+)
 
 PACKAGES = ("tokenizers", "tiktoken", "numpy", "pyarrow")
 KEPT_DIR = REPO / "outputs" / "data" / "kept"
@@ -122,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     import tiktoken
 
     from components.tokenizer.bpe import SPLIT_PATTERN, train_bpe
-    from components.tracking.provenance import git_commit
 
     machine = machine_info()
     threads = args.threads or machine["usable_cores"]
@@ -185,15 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         "encode_batch": round(summary["ours_encode_batch"]["median_mb_per_s"]
                               / summary["tiktoken_encode_ordinary_batch"]["median_mb_per_s"], 3),
     }
-    sha, dirty = git_commit(REPO)
     result = {
-        "benchmark": "tokenizer_throughput",
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/tokenizer_throughput.py", *(argv or sys.argv[1:])]),
-        "git": {"commit": sha, "dirty": dirty},
-        "machine": machine,
-        "python": platform.python_version(),
-        "packages": package_versions(),
+        **result_header("tokenizer_throughput", argv, machine, package_versions()),
         "text": {**text_info, "documents": len(docs), "bytes": n_bytes, "tokens": n_tokens,
                  "bytes_per_token": round(n_bytes / n_tokens, 3)},
         "tokenizer": {"vocab_size": tok.vocab_size, "trained_on": "the same text",

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from anywhere, installed or not
 
-from benchmarks.data_throughput import CpuMeter, load_average, log, machine_info, wait_for_quiet  # noqa: E402
+from benchmarks.data_throughput import (  # noqa: E402
+    CpuMeter,
+    load_average,
+    log,
+    machine_info,
+    result_header,
+    wait_for_quiet,
+)
 
 GOAL = 0.05  # overhead = 1 - lightning/plain tokens/s
 PACKAGES = ("torch", "lightning", "numpy", "hydra-core")
@@ -316,7 +322,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.config import load_config
     from components.tokenizer.bpe import Tokenizer
-    from components.tracking.provenance import git_commit
     from components.training.pretrain import model_config
 
     machine = machine_info()
@@ -371,15 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             "projected_overhead": round(per_step_ms / summary["lightning"]["median_ms_per_step"], 4),
             "runs": strip_losses(probe_runs),
         }
-    sha, dirty = git_commit(REPO)
     result = {
-        "benchmark": "train_overhead",
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/train_overhead.py", *(argv or sys.argv[1:])]),
-        "git": {"commit": sha, "dirty": dirty},
-        "machine": machine,
-        "python": platform.python_version(),
-        "packages": package_versions(),
+        **result_header("train_overhead", argv, machine, package_versions()),
         "torch_threads": threads,
         "token_store": store,
         "setup": {
