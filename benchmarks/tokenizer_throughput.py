@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +30,13 @@ from benchmarks.data_throughput import (  # noqa: E402
     load_average,
     log,
     machine_info,
+    package_versions,
     result_header,
     wait_for_quiet,
 )
 
 PACKAGES = ("tokenizers", "tiktoken", "numpy", "pyarrow")
 KEPT_DIR = REPO / "outputs" / "data" / "kept"
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def load_texts(source: str, kept_dir: Path) -> tuple[list[str], dict[str, Any]]:
@@ -191,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                               / summary["tiktoken_encode_ordinary_batch"]["median_mb_per_s"], 3),
     }
     result = {
-        **result_header("tokenizer_throughput", argv, machine, package_versions()),
+        **result_header("tokenizer_throughput", argv, machine, package_versions(PACKAGES)),
         "text": {**text_info, "documents": len(docs), "bytes": n_bytes, "tokens": n_tokens,
                  "bytes_per_token": round(n_bytes / n_tokens, 3)},
         "tokenizer": {"vocab_size": tok.vocab_size, "trained_on": "the same text",

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from benchmarks.data_throughput import (  # noqa: E402
     load_average,
     log,
     machine_info,
+    package_versions,
     result_header,
     wait_for_quiet,
 )
@@ -43,16 +43,6 @@ from benchmarks.data_throughput import (  # noqa: E402
 GOAL = 0.05  # overhead = 1 - lightning/plain tokens/s
 PACKAGES = ("torch", "lightning", "numpy", "hydra-core")
 VARIANTS = ("plain", "lightning")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def build_token_store(out: Path, vocab_size: int) -> dict[str, Any]:
@@ -377,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": strip_losses(probe_runs),
         }
     result = {
-        **result_header("train_overhead", argv, machine, package_versions()),
+        **result_header("train_overhead", argv, machine, package_versions(PACKAGES)),
         "torch_threads": threads,
         "token_store": store,
         "setup": {
