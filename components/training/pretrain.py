@@ -26,6 +26,7 @@ from components.model.checkpoint import save_model
 from components.model.config import GPTConfig
 from components.model.engine import SamplingParams
 from components.model.export import export_hf
+from components.model.gpt import GPT
 from components.tokenizer.bpe import Tokenizer
 from components.tokenizer.token_store import TokenStoreInfo, load_tokens
 from components.training.callbacks import SampleGenerations, TextSink, ThroughputLogger
@@ -92,6 +93,15 @@ def read_checkpoint_info(path: Path) -> tuple[int, dict | None, str | None]:
     return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config"), ckpt.get("data_fingerprint")
 
 
+def final_model(checkpoint: Path, model_cfg: GPTConfig) -> GPT:
+    """The trained weights from the final (full, unsharded) checkpoint, whatever the strategy: FSDP
+    shards the live module's parameters and ddp_spawn trains copies in other processes."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model = GPT(model_cfg)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return model
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
@@ -155,9 +165,9 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     # The final validation (ends every run, so metrics.json always describes the final weights). Every
     # rank takes part (a launcher-started DDP run would hang otherwise); only rank 0 writes.
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
-    model = getattr(module.model, "_orig_mod", module.model)
     if not trainer.is_global_zero:
         return PretrainResult(out, out / "model", out / "hf", {}, [], resumed_step)
+    model = final_model(ckpt_dir / LAST, model_cfg)
     model_dir = save_model(model, out / "model")
     tokenizer.save(model_dir / "tokenizer.json")
     hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if p.export_hf else out / "hf"
