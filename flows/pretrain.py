@@ -31,7 +31,8 @@ def pretrain_flow(overrides: list[str] | None = None, parent_run_id: str | None 
             run.set_tags({"resumed_from_step": result.resumed_from_step})
         version = run.register_model(result.model_dir, cfg.pretrain.register.name,
                                      cfg.pretrain.register.alias)
-        run.log_artifacts(result.hf_dir, "hf")
+        if result.hf_dir.is_dir():  # pretrain.export_hf
+            run.log_artifacts(result.hf_dir, "hf")
         run.set_tags({"registered_model": f"{cfg.pretrain.register.name}/{version}"})
         run.log_dvc_hashes(inputs={"tokens": Path(cfg.pretrain.tokenizer_dir) / "tokens"},
                            outputs={"model": result.model_dir})
