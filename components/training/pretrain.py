@@ -77,20 +77,32 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def data_fingerprint(tokenizer_dir: Path) -> str:
-    """Identifies the tokenizer and token store a run trains on (their files' hashes and sizes)."""
+# What decides the weights a run ends with; cadence (logging, validation, checkpoints) does not.
+RUN_KEYS = ("micro_batch_size", "accumulate", "max_steps", "grad_clip", "optim", "seed", "precision",
+            "devices", "num_nodes")
+CODE_DIRS = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "model")
+
+
+def run_fingerprint(tokenizer_dir: Path, cfg: DictConfig) -> str:
+    """Identifies a run: its tokenizer and token store, model and training settings, and the training
+    code. A checkpoint resumes only a run with the same fingerprint."""
     digest = hashlib.sha256()
     for path in (tokenizer_dir / "tokenizer.json", tokenizer_dir / "tokens" / "meta.json"):
         digest.update(path.read_bytes())
     for split in ("train", "val"):
         digest.update(str((tokenizer_dir / "tokens" / f"{split}.bin").stat().st_size).encode())
+    settings = {"model": OmegaConf.to_container(cfg.model, resolve=True),
+                **{k: OmegaConf.to_container(cfg.pretrain, resolve=True)[k] for k in RUN_KEYS}}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for source in sorted(f for d in CODE_DIRS for f in d.glob("*.py")):
+        digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def read_checkpoint_info(path: Path) -> tuple[int, dict | None, str | None]:
-    """(global step, model config, data fingerprint) of a Lightning checkpoint, loaded weights-only."""
+    """(global step, model config, run fingerprint) of a Lightning checkpoint, loaded weights-only."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config"), ckpt.get("data_fingerprint")
+    return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config"), ckpt.get("run_fingerprint")
 
 
 def final_model(checkpoint: Path, model_cfg: GPTConfig) -> GPT:
@@ -123,13 +135,13 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     model_cfg = model_config(cfg, tokenizer.vocab_size)
     out = Path(p.output_dir)
     ckpt_dir = out / "checkpoints"
-    fingerprint = data_fingerprint(tokenizer_dir)
+    fingerprint = run_fingerprint(tokenizer_dir, cfg)
     resume_from, resumed_step = _resume_point(ckpt_dir, model_cfg, fingerprint, bool(p.resume))
 
     L.seed_everything(int(p.seed), workers=True, verbose=False)
     optim = OptimConfig(**OmegaConf.to_container(p.optim, resolve=True), max_steps=int(p.max_steps))
     module = PretrainModule(model_cfg, optim, token_byte_lengths(tokenizer), compile_model=bool(p.compile),
-                            data_fingerprint=fingerprint)
+                            run_fingerprint=fingerprint)
     data = PretrainData(store, model_cfg.seq_len, int(p.micro_batch_size), int(p.accumulate), int(p.seed),
                         int(p.val_sequences))
     tokens_per_device_step = int(p.micro_batch_size) * model_cfg.seq_len * int(p.accumulate)
@@ -196,15 +208,14 @@ def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume
                   ) -> tuple[str | None, int | None]:
     """The checkpoint to resume from (None: start fresh), refusing one of another architecture.
 
-    Checkpoints of a run on other data (a new tokenizer or token store, e.g. `dvc repro` after the data
-    changed) are discarded: resuming them would skip training on the new data."""
+    Checkpoints of another run (other data, settings or training code: e.g. `dvc repro` after any of
+    them changed) are discarded: resuming would mix two runs, or skip training altogether."""
     last = ckpt_dir / LAST
     if not last.exists():
         return None, None
     step, saved, saved_fingerprint = read_checkpoint_info(last)
-    if not resume or saved_fingerprint != fingerprint:
-        why = "pretrain.resume=false" if not resume else "the tokenizer or token store changed"
-        log.warning("%s: discarding the checkpoints in %s", why, ckpt_dir)
+    if not resume:
+        log.warning("pretrain.resume=false: discarding the checkpoints in %s", ckpt_dir)
         shutil.rmtree(ckpt_dir)
         return None, None
     if saved is not None and saved != model_cfg.to_dict():
@@ -213,6 +224,11 @@ def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume
         raise ValueError(f"the checkpoint in {ckpt_dir} is another architecture ({'; '.join(diff)}): "
                          "train with the model config it was made with, set pretrain.resume=false to "
                          "start over, or use another pretrain.output_dir")
+    if saved_fingerprint != fingerprint:
+        log.warning("the data, training settings or code changed since %s was written: discarding the "
+                    "checkpoints in %s and training from scratch", last, ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        return None, None
     log.info("resuming pretraining from %s at step %d", last, step)
     return str(last), step
 

@@ -41,13 +41,13 @@ def lr_factor(step: int, cfg: OptimConfig) -> float:
 
 class PretrainModule(L.LightningModule):
     def __init__(self, model_cfg: GPTConfig, optim: OptimConfig, token_bytes: torch.Tensor | None = None,
-                 compile_model: bool = False, data_fingerprint: str | None = None) -> None:
+                 compile_model: bool = False, run_fingerprint: str | None = None) -> None:
         """token_bytes: UTF-8 length of each token id (0 for special tokens), for bits per byte."""
         super().__init__()
         self.model = GPT(model_cfg)
         self.optim = optim
         self.compile_model = compile_model
-        self.data_fingerprint = data_fingerprint
+        self.run_fingerprint = run_fingerprint
         if token_bytes is not None:
             self.register_buffer("token_bytes", token_bytes.long(), persistent=False)
         else:
@@ -96,9 +96,9 @@ class PretrainModule(L.LightningModule):
             self.log("val/bpb", nats / (math.log(2) * nbytes), rank_zero_only=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # What a resume checks first: the same architecture, the same data.
+        # What a resume checks: the same architecture, then the same run (data, settings, code).
         checkpoint["gpt_config"] = self.model.config.to_dict()
-        checkpoint["data_fingerprint"] = self.data_fingerprint
+        checkpoint["run_fingerprint"] = self.run_fingerprint
 
     def configure_optimizers(self):  # noqa: ANN201 (Lightning's union of return types)
         """AdamW; no weight decay on norms and embeddings (1-D weights and the lookup table)."""

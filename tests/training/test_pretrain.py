@@ -72,3 +72,14 @@ def test_a_checkpoint_of_another_architecture_is_refused(pretrain_overrides):
                                          "pretrain.resume=false"]))
     assert fresh.metrics["steps"] == 5 and fresh.resumed_from_step is None
     assert math.isfinite(fresh.metrics["val_loss"])
+
+
+def test_a_changed_training_setting_starts_over_instead_of_resuming(pretrain_overrides):
+    first = run_pretraining(load_config([*pretrain_overrides, "pretrain.max_steps=5"]))
+    assert first.resumed_from_step is None
+    same = run_pretraining(load_config([*pretrain_overrides, "pretrain.max_steps=5"]))
+    assert same.resumed_from_step == 5  # finished: nothing left to train
+    changed = run_pretraining(load_config([*pretrain_overrides, "pretrain.max_steps=5",
+                                           "pretrain.optim.lr=1e-3"]))
+    assert changed.resumed_from_step is None and changed.metrics["steps"] == 5
+    assert changed.metrics["val_loss"] != same.metrics["val_loss"]
