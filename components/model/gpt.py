@@ -15,16 +15,17 @@ from torch import nn
 
 from components.model import ops
 from components.model.config import GPTConfig
+from components.model.kernels import Kernels
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, kernels: Kernels) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.kernels = eps, kernels
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.rms_norm(x, self.weight, self.eps)
+        return self.kernels.rms_norm(x, self.weight, self.eps)
 
 
 class KVCache:
@@ -59,9 +60,10 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: GPTConfig, layer: int) -> None:
+    def __init__(self, cfg: GPTConfig, layer: int, kernels: Kernels) -> None:
         super().__init__()
         self.layer, self.n_head, self.n_kv, self.head_dim = layer, cfg.n_head, cfg.kv_heads, cfg.head_dim
+        self.kernels = kernels
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.n_embd, cfg.kv_heads * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.n_embd, cfg.kv_heads * cfg.head_dim, bias=False)
@@ -73,7 +75,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = ops.apply_rope(q, cos, sin), ops.apply_rope(k, cos, sin)
+        q, k = self.kernels.apply_rope(q, cos, sin), self.kernels.apply_rope(k, cos, sin)
         if cache is not None:
             end = cache.pos + t
             cache.k[self.layer, :, :, cache.pos:end] = k
@@ -89,23 +91,24 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, kernels: Kernels) -> None:
         super().__init__()
+        self.kernels = kernels
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(self.kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig, layer: int) -> None:
+    def __init__(self, cfg: GPTConfig, layer: int, kernels: Kernels) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        self.self_attn = Attention(cfg, layer)
-        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps, kernels)
+        self.self_attn = Attention(cfg, layer, kernels)
+        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps, kernels)
+        self.mlp = MLP(cfg, kernels)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None) -> torch.Tensor:
@@ -114,12 +117,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, kernels: str = "auto") -> None:
+        """kernels: auto (Triton on CUDA, PyTorch elsewhere), triton or torch (see model/kernels.py)."""
         super().__init__()
         self.config = cfg
+        self.kernels = Kernels(kernels)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.layers = nn.ModuleList(Block(cfg, i, self.kernels) for i in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps, self.kernels)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -195,10 +200,9 @@ class GPT(nn.Module):
                 cache: KVCache | None = None, loss_reduction: str = "mean") -> torch.Tensor:
         """Logits (B, T, vocab), or with `targets` the cross-entropy (IGNORE_INDEX targets skipped)."""
         h = self.hidden_states(idx, positions=positions, attention_mask=attention_mask, cache=cache)
-        logits = self.lm_head(h)
         if targets is None:
-            return logits
-        return ops.cross_entropy(logits, targets, reduction=loss_reduction)
+            return self.lm_head(h)
+        return self.kernels.linear_cross_entropy(h, self.lm_head.weight, targets, loss_reduction)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         p = next(self.parameters())

@@ -79,8 +79,8 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
 
 # What decides the weights a run ends with; cadence (logging, validation, checkpoints) does not.
 RUN_KEYS = ("micro_batch_size", "accumulate", "max_steps", "grad_clip", "optim", "seed", "precision",
-            "devices", "num_nodes")
-CODE_DIRS = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "model")
+            "devices", "num_nodes", "kernels")
+CODE_DIRS = tuple(Path(__file__).resolve().parents[1] / d for d in ("training", "model", "kernels"))
 
 
 def run_fingerprint(tokenizer_dir: Path, cfg: DictConfig) -> str:
@@ -141,7 +141,7 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     L.seed_everything(int(p.seed), workers=True, verbose=False)
     optim = OptimConfig(**OmegaConf.to_container(p.optim, resolve=True), max_steps=int(p.max_steps))
     module = PretrainModule(model_cfg, optim, token_byte_lengths(tokenizer), compile_model=bool(p.compile),
-                            run_fingerprint=fingerprint)
+                            run_fingerprint=fingerprint, kernels=str(p.kernels))
     data = PretrainData(store, model_cfg.seq_len, int(p.micro_batch_size), int(p.accumulate), int(p.seed),
                         int(p.val_sequences))
     tokens_per_device_step = int(p.micro_batch_size) * model_cfg.seq_len * int(p.accumulate)

@@ -41,10 +41,11 @@ def lr_factor(step: int, cfg: OptimConfig) -> float:
 
 class PretrainModule(L.LightningModule):
     def __init__(self, model_cfg: GPTConfig, optim: OptimConfig, token_bytes: torch.Tensor | None = None,
-                 compile_model: bool = False, run_fingerprint: str | None = None) -> None:
+                 compile_model: bool = False, run_fingerprint: str | None = None,
+                 kernels: str = "auto") -> None:
         """token_bytes: UTF-8 length of each token id (0 for special tokens), for bits per byte."""
         super().__init__()
-        self.model = GPT(model_cfg)
+        self.model = GPT(model_cfg, kernels=kernels)
         self.optim = optim
         self.compile_model = compile_model
         self.run_fingerprint = run_fingerprint
