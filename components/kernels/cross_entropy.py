@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from components.kernels import accumulator
 from components.model.ops import IGNORE_INDEX
 
 MAX_BLOCK = 4096  # vocab chunk per loop iteration; a 128k vocab is 32 iterations per pass
@@ -91,10 +92,6 @@ def _block_size(V: int, block_size: int | None) -> int:
     return min(triton.next_power_of_2(V), MAX_BLOCK)
 
 
-def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
 def _scale_tensor(targets: torch.Tensor, reduction: str,
                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(n_valid, scale) as device tensors: scale = 1/n_valid for mean (inf when n_valid == 0, harmless:
@@ -110,7 +107,7 @@ def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor, grad: torch.
     writes (softmax - onehot) * scale into grad (which may be logits itself) when grad is given."""
     N, V = logits.shape
     assert logits.stride(-1) == 1 and (grad is None or grad.stride(-1) == 1)
-    acc_torch, acc_tl = _acc_dtype(logits.dtype)
+    acc_torch, acc_tl = accumulator(logits)
     loss = torch.empty(N, dtype=acc_torch, device=logits.device)
     if N == 0:
         return loss
@@ -143,7 +140,7 @@ class CrossEntropyFunction(torch.autograd.Function):
             raise ValueError(f"targets {tuple(targets.shape)} do not match logits {tuple(shape)}")
         if not t.is_contiguous():
             t = t.contiguous()
-        acc_torch, _ = _acc_dtype(logits.dtype)
+        acc_torch, _ = accumulator(logits)
         n_valid, scale = _scale_tensor(t, reduction, acc_torch)
         grad = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         rows = cross_entropy_rows(x, t, grad, scale, block_size)

@@ -26,7 +26,8 @@ import math
 import torch
 import triton
 
-from components.kernels.cross_entropy import _acc_dtype, _scale_tensor, cross_entropy_rows
+from components.kernels import accumulator
+from components.kernels.cross_entropy import _scale_tensor, cross_entropy_rows
 from components.model import ops
 
 
@@ -65,7 +66,7 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
 
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_grad = need_h or need_w
-        acc_torch, _ = _acc_dtype(hidden.dtype)
+        acc_torch, _ = accumulator(hidden)
         n_valid, scale = _scale_tensor(t, reduction, acc_torch)
         rows = torch.empty(N, dtype=acc_torch, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_h else None

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from components.kernels import accumulator
+
 MAX_FUSED_SIZE = 65536
 
 
@@ -35,19 +37,15 @@ def _settings(n_cols: int) -> tuple[int, int]:
 
 @triton.jit
 def _rms_norm_fwd_kernel(Y_ptr, y_stride, X_ptr, x_stride, W_ptr, RSTD_ptr, n_cols, eps,
-                         IS_FP64: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+                         ACC: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_SIZE)
     mask = cols < n_cols
 
     x_raw = tl.load(X_ptr + row * x_stride + cols, mask=mask, other=0.0)
     w_raw = tl.load(W_ptr + cols, mask=mask, other=0.0)
-    if IS_FP64:
-        x = x_raw.to(tl.float64)
-        w = w_raw.to(tl.float64)
-    else:
-        x = x_raw.to(tl.float32)
-        w = w_raw.to(tl.float32)
+    x = x_raw.to(ACC)
+    w = w_raw.to(ACC)
 
     mean_sq = tl.sum(x * x, axis=0) / n_cols
     rstd = 1.0 / tl.sqrt(mean_sq + eps)
@@ -62,7 +60,7 @@ def _rms_norm_fwd_kernel(Y_ptr, y_stride, X_ptr, x_stride, W_ptr, RSTD_ptr, n_co
 @triton.jit
 def _rms_norm_bwd_kernel(DY_ptr, dy_stride, DX_ptr, dx_stride, X_ptr, x_stride, W_ptr, RSTD_ptr,
                          DW_ptr, dw_stride, n_rows, n_cols, rows_per_program,
-                         IS_FP64: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+                         ACC: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, n_rows)
@@ -70,12 +68,8 @@ def _rms_norm_bwd_kernel(DY_ptr, dy_stride, DX_ptr, dx_stride, X_ptr, x_stride, 
     mask = cols < n_cols
 
     w_raw = tl.load(W_ptr + cols, mask=mask, other=0.0)
-    if IS_FP64:
-        w = w_raw.to(tl.float64)
-        dw_acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float64)
-    else:
-        w = w_raw.to(tl.float32)
-        dw_acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
+    w = w_raw.to(ACC)
+    dw_acc = tl.zeros((BLOCK_SIZE,), dtype=ACC)
 
     for row in range(row_start, row_end):
         x_raw = tl.load(X_ptr + row * x_stride + cols, mask=mask, other=0.0)
@@ -117,8 +111,7 @@ class RMSNormFunction(torch.autograd.Function):
             x2 = x2.contiguous()
         weight = weight.contiguous()
         n_rows = x2.shape[0]
-        is_fp64 = x.dtype == torch.float64 or weight.dtype == torch.float64
-        acc_dtype = torch.float64 if is_fp64 else torch.float32
+        acc_dtype, acc = accumulator(x, weight)
         out_dtype = torch.promote_types(weight.dtype, x.dtype)
         block, num_warps = _settings(n_cols)
 
@@ -126,10 +119,10 @@ class RMSNormFunction(torch.autograd.Function):
         rstd = torch.empty(n_rows, dtype=acc_dtype, device=x.device)
         if n_rows > 0:
             _rms_norm_fwd_kernel[(n_rows,)](y, y.stride(0), x2, x2.stride(0), weight, rstd, n_cols, eps,
-                                            IS_FP64=is_fp64, BLOCK_SIZE=block, num_warps=num_warps)
+                                            ACC=acc, BLOCK_SIZE=block, num_warps=num_warps)
         ctx.save_for_backward(x2, weight, rstd)
         ctx.x_shape = shape
-        ctx.is_fp64 = is_fp64
+        ctx.acc = acc
         return y.view(*shape[:-1], n_cols)
 
     @staticmethod
@@ -140,7 +133,7 @@ class RMSNormFunction(torch.autograd.Function):
         if dy2.stride(-1) != 1:
             dy2 = dy2.contiguous()
         block, num_warps = _settings(n_cols)
-        acc_dtype = torch.float64 if ctx.is_fp64 else torch.float32
+        acc_dtype = rstd.dtype  # the forward's accumulator
 
         dx = torch.empty_like(x2)
         n_progs = _num_programs(x2.device, n_rows)
@@ -149,7 +142,7 @@ class RMSNormFunction(torch.autograd.Function):
         if n_rows > 0:
             _rms_norm_bwd_kernel[(n_progs,)](dy2, dy2.stride(0), dx, dx.stride(0), x2, x2.stride(0), weight,
                                              rstd, dw_partial, dw_partial.stride(0), n_rows, n_cols,
-                                             rows_per_program, IS_FP64=ctx.is_fp64, BLOCK_SIZE=block,
+                                             rows_per_program, ACC=ctx.acc, BLOCK_SIZE=block,
                                              num_warps=num_warps)
         dw = dw_partial.sum(0).to(weight.dtype)
         return dx.view(ctx.x_shape), dw, None

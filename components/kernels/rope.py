@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from components.kernels import accumulator
+
 
 @triton.jit
 def _rope_kernel(
@@ -98,7 +100,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool)
         BLOCK_H=triton.next_power_of_2(H),
         BLOCK_HALF=triton.next_power_of_2(half),
         BACKWARD=backward,
-        ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
+        ACC=accumulator(x)[1],
     )
     return y
 

@@ -12,23 +12,21 @@ import torch
 import triton
 import triton.language as tl
 
+from components.kernels import accumulator
+
 BLOCK_SIZE = 1024
 
 
 @triton.jit
 def _swiglu_fwd_kernel(GATE_ptr, UP_ptr, OUT_ptr, n_elements,
-                       IS_FP64: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+                       ACC: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < n_elements
     g_raw = tl.load(GATE_ptr + offs, mask=mask, other=0.0)
     u_raw = tl.load(UP_ptr + offs, mask=mask, other=0.0)
-    if IS_FP64:
-        g = g_raw.to(tl.float64)
-        u = u_raw.to(tl.float64)
-    else:
-        g = g_raw.to(tl.float32)
-        u = u_raw.to(tl.float32)
+    g = g_raw.to(ACC)
+    u = u_raw.to(ACC)
     silu = g / (1.0 + tl.exp(-g))
     silu = silu.to(g_raw.dtype).to(g.dtype)  # F.silu returns gate's dtype
     tl.store(OUT_ptr + offs, (silu * u).to(OUT_ptr.dtype.element_ty), mask=mask)
@@ -36,21 +34,16 @@ def _swiglu_fwd_kernel(GATE_ptr, UP_ptr, OUT_ptr, n_elements,
 
 @triton.jit
 def _swiglu_bwd_kernel(DY_ptr, GATE_ptr, UP_ptr, DGATE_ptr, DUP_ptr, n_elements,
-                       IS_FP64: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+                       ACC: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offs < n_elements
     dy_raw = tl.load(DY_ptr + offs, mask=mask, other=0.0)
     g_raw = tl.load(GATE_ptr + offs, mask=mask, other=0.0)
     u_raw = tl.load(UP_ptr + offs, mask=mask, other=0.0)
-    if IS_FP64:
-        dy = dy_raw.to(tl.float64)
-        g = g_raw.to(tl.float64)
-        u = u_raw.to(tl.float64)
-    else:
-        dy = dy_raw.to(tl.float32)
-        g = g_raw.to(tl.float32)
-        u = u_raw.to(tl.float32)
+    dy = dy_raw.to(ACC)
+    g = g_raw.to(ACC)
+    u = u_raw.to(ACC)
     sig = 1.0 / (1.0 + tl.exp(-g))
     silu = g * sig
     d_up = dy * silu
@@ -67,14 +60,14 @@ class SwiGLUFunction(torch.autograd.Function):
         if gate.shape != up.shape:
             raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} differ in shape")
         gate_c, up_c = gate.contiguous(), up.contiguous()
-        is_fp64 = torch.float64 in (gate.dtype, up.dtype)
+        _, acc = accumulator(gate, up)
         out = torch.empty(gate.shape, dtype=torch.promote_types(gate.dtype, up.dtype), device=gate.device)
         n = gate_c.numel()
         if n > 0:
-            _swiglu_fwd_kernel[(triton.cdiv(n, BLOCK_SIZE),)](gate_c, up_c, out, n, IS_FP64=is_fp64,
+            _swiglu_fwd_kernel[(triton.cdiv(n, BLOCK_SIZE),)](gate_c, up_c, out, n, ACC=acc,
                                                              BLOCK_SIZE=BLOCK_SIZE)
         ctx.save_for_backward(gate_c, up_c)
-        ctx.is_fp64 = is_fp64
+        ctx.acc = acc
         return out
 
     @staticmethod
@@ -86,7 +79,7 @@ class SwiGLUFunction(torch.autograd.Function):
         n = gate.numel()
         if n > 0:
             _swiglu_bwd_kernel[(triton.cdiv(n, BLOCK_SIZE),)](dy, gate, up, d_gate, d_up, n,
-                                                             IS_FP64=ctx.is_fp64, BLOCK_SIZE=BLOCK_SIZE)
+                                                             ACC=ctx.acc, BLOCK_SIZE=BLOCK_SIZE)
         return d_gate, d_up
 
 
