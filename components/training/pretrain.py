@@ -105,10 +105,9 @@ def read_checkpoint_info(path: Path) -> tuple[int, dict | None, str | None]:
     return int(ckpt.get("global_step", 0)), ckpt.get("gpt_config"), ckpt.get("run_fingerprint")
 
 
-def final_model(checkpoint: Path, model_cfg: GPTConfig) -> GPT:
-    """The trained weights from the final (full, unsharded) checkpoint, whatever the strategy: FSDP
-    shards the live module's parameters and ddp_spawn trains copies in other processes."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+def final_model(state: dict[str, torch.Tensor], model_cfg: GPTConfig) -> GPT:
+    """The trained weights from the final (full, unsharded) checkpoint's state dict, whatever the
+    strategy: FSDP shards the live module's parameters and ddp_spawn trains copies in other processes."""
     model = GPT(model_cfg)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     return model
@@ -179,13 +178,15 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
     if not trainer.is_global_zero:
         return PretrainResult(out, out / "model", out / "hf", {}, [], resumed_step)
-    model = final_model(ckpt_dir / LAST, model_cfg)
+    # The final checkpoint, read once: the weights, and the step count (with ddp_spawn, this process's
+    # trainer never counted the workers' steps).
+    final_ckpt = torch.load(ckpt_dir / LAST, map_location="cpu", weights_only=True)
+    model = final_model(final_ckpt["state_dict"], model_cfg)
     model_dir = save_model(model, out / "model")
     tokenizer.save(model_dir / "tokenizer.json")
     hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if p.export_hf else out / "hf"
     train_tokens = load_tokens(store, "train")
-    # From the final checkpoint: with ddp_spawn, this process's trainer never counted the workers' steps.
-    steps = read_checkpoint_info(ckpt_dir / LAST)[0]
+    steps = int(final_ckpt["global_step"])
     tokens_per_step = tokens_per_device_step * trainer.world_size
     metrics = {
         "val_loss": float(final.get("val/loss", math.nan)),
