@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(
         "flows.pipeline:pipeline_flow",
         "run every stage that exists, in order, under one parent MLflow run",
-        "Runs the whole pipeline (now: data, tokenizer, pretrain) as one Prefect flow. Each stage is a "
+        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft) as one Prefect flow. Each stage is a "
         "subflow with its own "
         "MLflow run nested under the pipeline's run, writing under ${paths.root}/<stage>/.",
     ),
@@ -61,6 +61,24 @@ COMMANDS: dict[str, Command] = {
         "cosine decay; logs loss, bits per byte, tokens/s and sample generations to MLflow, checkpoints "
         "to ${paths.root}/pretrain/checkpoints (rerunning resumes), and registers the final model "
         "(safetensors + a transformers LlamaForCausalLM export) in the MLflow registry.",
+    ),
+    "sft": Command(
+        "flows.sft:sft_flow",
+        "finetune the base model into an assistant (chat protocol, tools, identity, honesty)",
+        "Generates the seeded task mixture (identity, step-by-step arithmetic with and without the "
+        "calculator, counting/spelling with the calculator, 'I don't know' for out-of-scope questions, "
+        "search over the data catalog; plus sft.mixture.extra_jsonl files), renders it in the "
+        "<|im_start|>role<|im_sep|>...<|im_end|> protocol with the loss on assistant tokens only, "
+        "finetunes sft.init_from (a folder or models:/llmops-base@current), evaluates the result and "
+        "the base model on held-out prompts, and registers llmops-sft. Writes ${paths.root}/sft/.",
+    ),
+    "chat": Command(
+        "flows.chat:chat",
+        "talk to a trained model in the terminal (streams tokens, runs tools)",
+        "Loads chat.model (models:/llmops-sft@current by default, or a model folder), keeps the "
+        "conversation in the context window (saying when the oldest turns are dropped), streams the "
+        "reply and shows calculator and search calls with their results. /reset, /quit or Ctrl-D.",
+        flow=False,
     ),
     "corpus": Command(
         "flows.corpus:build_corpus",

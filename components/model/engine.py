@@ -17,6 +17,8 @@ from components.model.gpt import GPT
 
 # (row, tokens generated so far in that row) -> tokens to feed next instead of sampling, or None.
 TokenHook = Callable[[int, list[int]], Sequence[int] | None]
+# (row, token, sampled) for every token appended to a row, as it is appended: streaming output.
+TokenCallback = Callable[[int, int, bool], None]
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class Engine:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, num_samples: int = 1,
-                 hook: TokenHook | None = None) -> list[Completion]:
+                 hook: TokenHook | None = None, on_token: TokenCallback | None = None) -> list[Completion]:
         """Complete each prompt `num_samples` times; completions come prompt-major (p0s0, p0s1, p1s0...).
 
         Generation stops at a sampled stop token (kept in `tokens`), at max_new_tokens, or where the
@@ -118,12 +120,13 @@ class Engine:
         was_training = self.model.training
         self.model.eval()
         try:
-            return self._generate(prompts, params, num_samples, hook, longest)
+            return self._generate(prompts, params, num_samples, hook, on_token, longest)
         finally:
             self.model.train(was_training)
 
     def _generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, num_samples: int,
-                  hook: TokenHook | None, longest: int) -> list[Completion]:
+                  hook: TokenHook | None, on_token: TokenCallback | None, longest: int
+                  ) -> list[Completion]:
         device = self.device
         max_new = min(params.max_new_tokens, self.model.config.seq_len - longest)
         ids = torch.full((len(prompts), longest), self.pad_id, dtype=torch.long, device=device)
@@ -164,6 +167,8 @@ class Engine:
                 row.logprobs.append(logprob)
                 row.sampled.append(was_sampled)
                 feed.append(token)
+                if on_token is not None:
+                    on_token(r, token, was_sampled)
                 if was_sampled and token in stop:
                     row.finish_reason, done[r] = "stop", True
                 elif hook is not None and (extra := hook(r, row.tokens)):

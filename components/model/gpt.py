@@ -146,12 +146,14 @@ class GPT(nn.Module):
                 p.normal_(0.0, std)
 
     def hidden_states(self, idx: torch.Tensor, *, positions: torch.Tensor | None = None,
-                      attention_mask: torch.Tensor | None = None,
+                      attention_mask: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
                       cache: KVCache | None = None) -> torch.Tensor:
         """The final normed hidden states (B, T, n_embd).
 
         positions: (B, T) rotary positions (default: cache.pos + 0..T-1). attention_mask: (B, T) bool,
-        False for padding, which no token attends to. Without cache or mask: plain causal attention."""
+        False for padding, which no token attends to. segment_ids: (B, T) ints for sequences packed into
+        one row: a token attends only to earlier tokens of its own segment (pass positions that restart
+        at 0 per segment). Without cache, mask or segments: plain causal attention."""
         b, t = idx.shape
         start = cache.pos if cache is not None else 0
         if positions is None and start + t > self.config.seq_len:
@@ -165,7 +167,13 @@ class GPT(nn.Module):
                 raise ValueError(f"position {int(positions.max())} is outside the model's context "
                                  f"({self.config.seq_len})")
             cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
-        mask = self._attention_mask(b, t, attention_mask, cache, idx.device)
+        if segment_ids is not None:
+            if cache is not None or attention_mask is not None:
+                raise ValueError("segment_ids are for packed training rows: pass neither cache nor "
+                                 "attention_mask with them")
+            mask = self._segment_mask(segment_ids)
+        else:
+            mask = self._attention_mask(b, t, attention_mask, cache, idx.device)
         x = self.embed_tokens(idx)
         for block in self.layers:
             x = block(x, cos, sin, mask, cache)
@@ -195,11 +203,21 @@ class GPT(nn.Module):
         mask |= (key_slot == query_slot)[None]
         return mask[:, None]
 
+    @staticmethod
+    def _segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, T) block-diagonal causal mask: no attention across packed sequences."""
+        t = segment_ids.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=segment_ids.device).tril()
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        return (same & causal)[:, None]
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 positions: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, loss_reduction: str = "mean") -> torch.Tensor:
+                segment_ids: torch.Tensor | None = None, cache: KVCache | None = None,
+                loss_reduction: str = "mean") -> torch.Tensor:
         """Logits (B, T, vocab), or with `targets` the cross-entropy (IGNORE_INDEX targets skipped)."""
-        h = self.hidden_states(idx, positions=positions, attention_mask=attention_mask, cache=cache)
+        h = self.hidden_states(idx, positions=positions, attention_mask=attention_mask,
+                               segment_ids=segment_ids, cache=cache)
         if targets is None:
             return self.lm_head(h)
         return self.kernels.linear_cross_entropy(h, self.lm_head.weight, targets, loss_reduction)

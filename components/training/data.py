@@ -47,14 +47,14 @@ class WindowPlan:
         epochs, within = np.divmod(sample_ids, self.n_windows)
         starts = np.empty(self.global_batch, dtype=np.int64)
         for epoch in np.unique(epochs):
-            order = _epoch_order(self.seed, self.n_windows, int(epoch))
+            order = epoch_order(self.seed, self.n_windows, int(epoch))
             rows = epochs == epoch
             starts[rows] = order[within[rows]] * self.seq_len
         return starts
 
 
 @lru_cache(maxsize=2)  # a micro-batch can straddle two epochs
-def _epoch_order(seed: int, n_windows: int, epoch: int) -> np.ndarray:
+def epoch_order(seed: int, n_windows: int, epoch: int) -> np.ndarray:
     """The epoch's window order, computed once (10B tokens: ~200 ms a permutation)."""
     return np.random.default_rng([seed, epoch]).permutation(n_windows)
 

@@ -94,9 +94,14 @@ def run_fingerprint(tokenizer_dir: Path, cfg: DictConfig) -> str:
     settings = {"model": OmegaConf.to_container(cfg.model, resolve=True),
                 **{k: OmegaConf.to_container(cfg.pretrain, resolve=True)[k] for k in RUN_KEYS}}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for source in sorted(f for d in CODE_DIRS for f in d.glob("*.py")):
-        digest.update(source.read_bytes())
+    update_with_code(digest, CODE_DIRS)
     return digest.hexdigest()[:16]
+
+
+def update_with_code(digest: hashlib._Hash, dirs: tuple[Path, ...]) -> None:
+    """Fold the source of `dirs` into a run fingerprint: a code change is a new run."""
+    for source in sorted(f for d in dirs for f in d.glob("*.py")):
+        digest.update(source.read_bytes())
 
 
 def read_checkpoint_info(path: Path) -> tuple[int, dict | None, str | None]:
@@ -135,7 +140,7 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     out = Path(p.output_dir)
     ckpt_dir = out / "checkpoints"
     fingerprint = run_fingerprint(tokenizer_dir, cfg)
-    resume_from, resumed_step = _resume_point(ckpt_dir, model_cfg, fingerprint, bool(p.resume))
+    resume_from, resumed_step = resume_point(ckpt_dir, model_cfg, fingerprint, bool(p.resume))
 
     L.seed_everything(int(p.seed), workers=True, verbose=False)
     optim = OptimConfig(**OmegaConf.to_container(p.optim, resolve=True), max_steps=int(p.max_steps))
@@ -205,8 +210,8 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
     return PretrainResult(out, model_dir, hf_dir, metrics, sampler.history, resumed_step)
 
 
-def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume: bool
-                  ) -> tuple[str | None, int | None]:
+def resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume: bool,
+                 group: str = "pretrain") -> tuple[str | None, int | None]:
     """The checkpoint to resume from (None: start fresh), refusing one of another architecture.
 
     Checkpoints of another run (other data, settings or training code: e.g. `dvc repro` after any of
@@ -216,21 +221,21 @@ def _resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume
         return None, None
     step, saved, saved_fingerprint = read_checkpoint_info(last)
     if not resume:
-        log.warning("pretrain.resume=false: discarding the checkpoints in %s", ckpt_dir)
+        log.warning("%s.resume=false: discarding the checkpoints in %s", group, ckpt_dir)
         shutil.rmtree(ckpt_dir)
         return None, None
     if saved is not None and saved != model_cfg.to_dict():
         diff = [f"{k}: checkpoint {saved.get(k)} vs config {v}" for k, v in model_cfg.to_dict().items()
                 if saved.get(k) != v]
         raise ValueError(f"the checkpoint in {ckpt_dir} is another architecture ({'; '.join(diff)}): "
-                         "train with the model config it was made with, set pretrain.resume=false to "
-                         "start over, or use another pretrain.output_dir")
+                         f"train with the model config it was made with, set {group}.resume=false to "
+                         f"start over, or use another {group}.output_dir")
     if saved_fingerprint != fingerprint:
         log.warning("the data, training settings or code changed since %s was written: discarding the "
                     "checkpoints in %s and training from scratch", last, ckpt_dir)
         shutil.rmtree(ckpt_dir)
         return None, None
-    log.info("resuming pretraining from %s at step %d", last, step)
+    log.info("resuming %s from %s at step %d", group, last, step)
     return str(last), step
 
 

@@ -59,13 +59,20 @@ class PretrainModule(L.LightningModule):
         if self.compile_model:
             self.model.compile()  # in place: state_dict keys (and checkpoints) stay the same
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    # The config group named in error messages (subclasses train other stages).
+    config_group = "pretrain"
+
+    def batch_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        loss = self.model(x, y)
+        return self.model(x, y)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.batch_loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at step {self.global_step}: training stopped; the last good "
-                "checkpoint is kept. Lower pretrain.optim.lr, raise warmup_steps or check the data.")
+                f"checkpoint is kept. Lower {self.config_group}.optim.lr, raise warmup_steps or check "
+                "the data.")
         # Lightning hands metrics to loggers every log_every_n_steps only, but `self.log` costs ~0.6 ms a
         # call every step (benchmarks/train_overhead.py): call it on those steps alone.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
