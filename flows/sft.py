@@ -33,7 +33,8 @@ def sft_flow(overrides: list[str] | None = None, parent_run_id: str | None = Non
         version = run.register_model(result.model_dir, cfg.sft.register.name, cfg.sft.register.alias)
         if result.hf_dir.is_dir():
             run.log_artifacts(result.hf_dir, "hf")
-        run.set_tags({"registered_model": f"{cfg.sft.register.name}/{version}", "init_from": cfg.sft.init_from})
+        run.set_tags({"registered_model": f"{cfg.sft.register.name}/{version}",
+                      "init_from": cfg.sft.init_from})
         run.log_dvc_hashes(inputs={"init_model": init_dir}, outputs={"model": result.model_dir})
         create_markdown_artifact(summary_markdown(result.metrics), key="sft-eval",
                                  description="Held-out evaluation: SFT model vs the base model")

@@ -68,8 +68,9 @@ def validate_conversation(record: Any) -> Conversation:
     for i, message in enumerate(body):
         expected = "user" if i % 2 == 0 else "assistant"
         if _role(message) != expected:
-            raise ValueError(f"roles must alternate user/assistant after the optional system message; "
-                             f"message {messages.index(message)} is {_role(message)!r}, expected {expected!r}")
+            raise ValueError("roles must alternate user/assistant after the optional system message; "
+                             f"message {messages.index(message)} is {_role(message)!r}, "
+                             f"expected {expected!r}")
     if _role(body[-1]) != "assistant":
         raise ValueError("conversation must end with an assistant message")
     return record  # type: ignore[return-value]

@@ -30,7 +30,7 @@ class ToolExecutor:
 
     fmt: ChatFormat
     search: ToolFunction | None = None  # e.g. SearchTool.search; None: search answers with an error
-    max_output_tokens: int = 64  # a tool's answer is cut to this many tokens (the context is small)
+    max_output_tokens: int = 128  # a tool's answer is cut to this many tokens (the context is small)
     max_calls_per_row: int = 8  # then every further call answers with an error
     calls: list[ToolCall] = field(default_factory=list)
 

@@ -70,10 +70,9 @@ def generate_replies(model: GPT, fmt: ChatFormat, items: Sequence[EvalItem], *, 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0,
                             stop_token_ids=(fmt.im_end, fmt.bos))
     replies: list[Reply] = []
-    limit = model.config.seq_len - 1
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        prompts = [fmt.render_prompt(item.prompt)[-limit:] for item in batch]
+        prompts = [fmt.render_prompt(item.prompt) for item in batch]
         tools = ToolExecutor(fmt, search=search)
         for item, done in zip(batch, engine.generate(prompts, params, hook=tools.hook), strict=True):
             ended = done.finish_reason == "stop" and done.tokens[-1] == fmt.im_end
@@ -116,7 +115,11 @@ def _mean(values) -> float:  # noqa: ANN001 (any iterable of bools or numbers)
 
 def evaluate_chat(model: GPT, fmt: ChatFormat, examples: Sequence[TaskExample], *, max_new_tokens: int = 96,
                   search: Callable[[str], str] | None = None) -> tuple[dict[str, float], list[dict]]:
-    """(metrics, one record per prompt) for `model` on the held-out examples."""
-    replies = generate_replies(model, fmt, eval_items(examples), max_new_tokens=max_new_tokens,
-                               search=search)
-    return score(replies), [r.record() for r in replies]
+    """(metrics, one record per prompt) for `model` on the held-out examples. Prompts that leave no
+    room for a reply in the model's context are left out and counted (eval/skipped_too_long)."""
+    items = eval_items(examples)
+    room = model.config.seq_len - 8
+    fitting = [item for item in items if len(fmt.render_prompt(item.prompt)) <= room]
+    replies = generate_replies(model, fmt, fitting, max_new_tokens=max_new_tokens, search=search)
+    metrics = score(replies) | {"eval/skipped_too_long": float(len(items) - len(fitting))}
+    return metrics, [r.record() for r in replies]

@@ -33,8 +33,14 @@ from components.sandbox.search import SearchTool
 from components.tasks.base import TaskExample
 from components.tasks.jsonl import load_conversations
 from components.tasks.mixture import Mixture, build_mixture, write_mixture
-from components.training.pretrain import LAST, SaveAtEnd, final_model, resolve_precision, resume_point
-from components.training.pretrain import update_with_code
+from components.training.pretrain import (
+    LAST,
+    SaveAtEnd,
+    final_model,
+    resolve_precision,
+    resume_point,
+    update_with_code,
+)
 from components.training.pretrain_module import OptimConfig
 from components.training.sft_data import PackedRows, SFTData, pack
 from components.training.sft_module import SFTModule
@@ -134,7 +140,8 @@ def run_sft(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | None
         data = SFTData(train, val, int(s.micro_batch_size), int(s.accumulate), int(s.seed))
         callbacks = [
             ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
-                            every_n_train_steps=int(s.checkpoint_every_n_steps), save_top_k=1, save_last=True),
+                            every_n_train_steps=int(s.checkpoint_every_n_steps), save_top_k=1,
+                            save_last=True),
             SaveAtEnd(ckpt_dir / LAST),
         ]
         trainer = L.Trainer(
@@ -161,8 +168,8 @@ def run_sft(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | None
         tokenizer.save(model_dir / "tokenizer.json")
         hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if s.export_hf else out / "hf"
 
-        metrics = {"val/loss": float(final.get("val/loss", math.nan)), "steps": int(final_ckpt["global_step"]),
-                   "train_seconds_this_run": seconds}
+        metrics = {"val/loss": float(final.get("val/loss", math.nan)),
+                   "steps": int(final_ckpt["global_step"]), "train_seconds_this_run": seconds}
         metrics |= _evaluate(cfg, {"sft": model, "base": base if s.eval.base_model else None}, fmt,
                              mixture.eval, search, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))

@@ -21,7 +21,8 @@ def test_render_layout_and_loss_mask(fmt, tokenizer) -> None:
     assert len(ids) == len(mask) and ids[0] == fmt.bos
     text = tokenizer.decode(ids)
     assert text.startswith("<|bos|><|im_start|>system<|im_sep|>You can use the calculator.<|im_end|>"
-                           "<|im_start|>user<|im_sep|>What is 3 times 4?<|im_end|><|im_start|>assistant<|im_sep|>")
+                           "<|im_start|>user<|im_sep|>What is 3 times 4?<|im_end|>"
+                           "<|im_start|>assistant<|im_sep|>")
     assert text.endswith("Let me compute <|python_start|>3*4<|python_end|><|output_start|>12<|output_end|>"
                          ". It is 12.\n#### 12<|im_end|>")
     trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
@@ -30,8 +31,9 @@ def test_render_layout_and_loss_mask(fmt, tokenizer) -> None:
 
 
 def test_multi_turn_masks_every_assistant_turn(fmt, tokenizer) -> None:
-    conversation = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                                 {"role": "user", "content": "bye"}, {"role": "assistant", "content": "ciao"}]}
+    conversation = {"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"}, {"role": "assistant", "content": "ciao"}]}
     ids, mask = fmt.render(conversation)
     trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
     assert trained == "hello<|im_end|>ciao<|im_end|>"

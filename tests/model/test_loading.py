@@ -42,6 +42,7 @@ def test_missing_and_unsupported_folders_are_clear_errors(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="only Llama"):
         load_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "rope_scaling": {"rope_type": "yarn"}}))
+    yarn = {"model_type": "llama", "rope_scaling": {"rope_type": "yarn"}}
+    (tmp_path / "config.json").write_text(json.dumps(yarn))
     with pytest.raises(ValueError, match="RoPE scaling"):
         load_pretrained(tmp_path)
