@@ -114,6 +114,19 @@ def _pack(fmt: ChatFormat, examples: list[TaskExample], seq_len: int, what: str
     return packed, stats
 
 
+@torch.no_grad()
+def held_out_loss(model: GPT, rows: PackedRows, batch_size: int = 16) -> float:
+    """Mean loss on the held-out assistant tokens: the before/after number for the same rows."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        b = rows.batch(range(start, min(len(rows), start + batch_size)))
+        total += float(model(b["input_ids"], b["targets"], positions=b["positions"],
+                             segment_ids=b["segment_ids"], loss_reduction="sum"))
+        count += int((b["targets"] >= 0).sum())
+    return total / max(count, 1)
+
+
 def run_sft(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | None = None) -> SFTResult:
     """Finetune (or resume) from `init_dir` (default: cfg.sft.init_from, a folder), then evaluate."""
     s = cfg.sft
@@ -169,6 +182,7 @@ def run_sft(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | None
         hf_dir = export_hf(model, out / "hf", tokenizer=tokenizer) if s.export_hf else out / "hf"
 
         metrics = {"val/loss": float(final.get("val/loss", math.nan)),
+                   "val/loss_base": held_out_loss(base, val),
                    "steps": int(final_ckpt["global_step"]), "train_seconds_this_run": seconds}
         metrics |= _evaluate(cfg, {"sft": model, "base": base if s.eval.base_model else None}, fmt,
                              mixture.eval, search, out)

@@ -1,5 +1,5 @@
-"""The pipeline flow for real (data -> tokenizer -> pretrain): Prefect's test harness, MLflow on SQLite,
-datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One run, many checks."""
+"""The pipeline flow for real (data -> tokenizer -> pretrain -> sft): Prefect's test harness, MLflow on
+SQLite, datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One run, many checks."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_stage_run_is_nested_and_records_config_commit_and_dvc_hashes(pipeline_r
 
     root, _ = pipeline_run
     client, runs = _runs(root)
-    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain"}
+    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "sft"}
     data_run, parent = runs["data"], runs["pipeline"]
     assert data_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert data_run.info.status == parent.info.status == "FINISHED"
@@ -122,3 +122,41 @@ def test_pretrain_stage_learns_logs_curves_samples_and_registers_the_model(pipel
     from components.model.checkpoint import load_model
 
     assert load_model(local).config.num_params() == metrics["params"]
+
+
+def test_sft_stage_trains_evaluates_against_the_base_model_and_registers(pipeline_run):
+    root, state = pipeline_run
+    client, runs = _runs(root)
+    run = runs["sft"]
+    metrics = state.result()["sft"]
+    assert run.info.status == "FINISHED" and metrics["steps"] == 20
+    for name in ("turn_end_rate", "identity_accuracy", "arithmetic_tool_accuracy",
+                 "arithmetic_no_tool_accuracy", "idk_rate_out_of_scope", "idk_rate_in_scope"):
+        for model in ("sft", "base"):
+            assert 0.0 <= metrics[f"eval/{name}_{model}"] <= 1.0, (name, model)
+    assert run.data.metrics["eval/turn_end_rate_sft"] == pytest.approx(metrics["eval/turn_end_rate_sft"])
+    assert run.data.metrics["data/train_conversations"] > 100
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "data_stats.json", "eval_sft.jsonl", "eval_base.jsonl", "data",
+            "model"} <= artifacts
+    version = client.get_model_version_by_alias("llmops-sft", "current")
+    assert version.run_id == run.info.run_id
+    train = (root / "sft" / "data" / "train.jsonl").read_text().splitlines()
+    tasks = {json.loads(line)["task"] for line in train}
+    assert tasks == {"identity", "arithmetic", "text_tools", "out_of_scope", "search"}
+
+
+def test_chat_cli_talks_to_the_registered_model(pipeline_run, monkeypatch, capsys):
+    import io
+
+    from flows.cli import main
+
+    root, _ = pipeline_run
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who are you?\n/reset\nHow many r's are in strawberry?\n"))
+    assert main(["chat", "profile=tiny", f"paths.root={root}", "chat.max_new_tokens=12",
+                 "chat.temperature=0"]) == 0
+    out = capsys.readouterr().out
+    assert "models:/llmops-sft@current" in out and out.count("assistant> ") == 2
+    assert "(conversation forgotten)" in out
+    assert (root / ".state" / "registry" / "llmops-sft").is_dir()  # downloaded once, reused next time
