@@ -52,10 +52,13 @@ def _without_tool_prompt(prompt: list[Message]) -> list[Message]:
 
 
 def eval_items(examples: Sequence[TaskExample]) -> list[EvalItem]:
-    """Arithmetic problems are asked twice, with the calculator offered and without."""
+    """Arithmetic problems are asked twice, with the calculator offered and without. Identity questions
+    whose answer is in a system message count apart from those about the trained-in identity."""
     items = []
     for ex in examples:
-        if ex.task == "arithmetic":
+        if ex.task == "identity" and ex.meta.get("system_identity"):
+            items.append(EvalItem("identity_system", ex, ex.prompt))
+        elif ex.task == "arithmetic":
             plain = _without_tool_prompt(ex.prompt)
             offered = [{"role": "system", "content": TOOL_SYSTEM_PROMPT}, *plain]
             items += [EvalItem("arithmetic_tool", ex, offered), EvalItem("arithmetic_no_tool", ex, plain)]
@@ -113,7 +116,7 @@ def _mean(values) -> float:  # noqa: ANN001 (any iterable of bools or numbers)
     return sum(values) / len(values) if values else float("nan")
 
 
-def evaluate_chat(model: GPT, fmt: ChatFormat, examples: Sequence[TaskExample], *, max_new_tokens: int = 96,
+def evaluate_chat(model: GPT, fmt: ChatFormat, examples: Sequence[TaskExample], *, max_new_tokens: int = 192,
                   search: Callable[[str], str] | None = None) -> tuple[dict[str, float], list[dict]]:
     """(metrics, one record per prompt) for `model` on the held-out examples. Prompts that leave no
     room for a reply in the model's context are left out and counted (eval/skipped_too_long)."""

@@ -17,6 +17,14 @@ def reply(item: EvalItem, text: str, ended: bool = True) -> Reply:
     return Reply(item, [{"type": "text", "text": text}], ended, 5)
 
 
+def test_system_message_identity_counts_apart() -> None:
+    told = TaskExample("identity", {"messages": [
+        {"role": "system", "content": "You are Nova."}, {"role": "user", "content": "who are you?"},
+        {"role": "assistant", "content": "I'm Nova."}]}, "Nova", {"system_identity": True})
+    assert [i.kind for i in eval_items([told, example("identity", "who?", "x")])] == [
+        "identity_system", "identity"]
+
+
 def test_arithmetic_is_asked_with_and_without_the_calculator() -> None:
     items = eval_items([example("arithmetic", "2+2?", "4", system=TOOL_SYSTEM_PROMPT),
                         example("identity", "who are you?", "Nova")])
