@@ -118,6 +118,28 @@ def final_model(state: dict[str, torch.Tensor], model_cfg: GPTConfig) -> GPT:
     return model
 
 
+def stage_trainer(s: DictConfig, out: Path, ckpt_dir: Path, logger: Logger | None,
+                  callbacks: list[Callback]) -> L.Trainer:
+    """The Trainer a training stage's config group describes (hardware, steps, cadence), with
+    checkpoints every `checkpoint_every_n_steps` and at the end (ckpt_dir/last.ckpt: rerun resumes)."""
+    checkpoints = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+                        every_n_train_steps=int(s.checkpoint_every_n_steps), save_top_k=1, save_last=True),
+        SaveAtEnd(ckpt_dir / LAST),
+    ]
+    return L.Trainer(
+        accelerator=s.accelerator, devices=s.devices, num_nodes=int(s.num_nodes), strategy=s.strategy,
+        precision=resolve_precision(str(s.precision), str(s.accelerator)),
+        max_steps=int(s.max_steps), accumulate_grad_batches=int(s.accumulate),
+        gradient_clip_val=float(s.grad_clip) if s.grad_clip else None,
+        val_check_interval=int(s.val_every_n_steps) * int(s.accumulate), check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=int(s.log_every_n_steps), logger=logger if logger is not None else False,
+        callbacks=[*checkpoints, *callbacks], default_root_dir=out, enable_model_summary=False,
+        enable_progress_bar=bool(s.progress_bar), deterministic=bool(s.deterministic),
+    )
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
@@ -155,24 +177,10 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
         SamplingParams(max_new_tokens=int(p.sample.max_new_tokens), temperature=float(p.sample.temperature),
                        top_k=p.sample.top_k, top_p=p.sample.top_p, seed=int(p.sample.seed)),
         sink=text_sink)
-    callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
-                        every_n_train_steps=int(p.checkpoint_every_n_steps), save_top_k=1, save_last=True),
-        SaveAtEnd(ckpt_dir / LAST),
+    trainer = stage_trainer(p, out, ckpt_dir, logger, [
         sampler,
         ThroughputLogger(tokens_per_device_step, model_cfg.flops_per_token(), int(p.log_every_n_steps)),
-    ]
-    trainer = L.Trainer(
-        accelerator=p.accelerator, devices=p.devices, num_nodes=int(p.num_nodes), strategy=p.strategy,
-        precision=resolve_precision(str(p.precision), str(p.accelerator)),
-        max_steps=int(p.max_steps), accumulate_grad_batches=int(p.accumulate),
-        gradient_clip_val=float(p.grad_clip) if p.grad_clip else None,
-        val_check_interval=int(p.val_every_n_steps) * int(p.accumulate), check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=int(p.log_every_n_steps), logger=logger if logger is not None else False,
-        callbacks=callbacks, default_root_dir=out, enable_model_summary=False,
-        enable_progress_bar=bool(p.progress_bar), deterministic=bool(p.deterministic),
-    )
+    ])
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
     seconds = time.perf_counter() - started

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,10 +34,9 @@ from components.tasks.jsonl import load_conversations
 from components.tasks.mixture import Mixture, build_mixture, write_mixture
 from components.training.pretrain import (
     LAST,
-    SaveAtEnd,
     final_model,
-    resolve_precision,
     resume_point,
+    stage_trainer,
     update_with_code,
 )
 from components.training.pretrain_module import OptimConfig
@@ -151,22 +149,7 @@ def run_sft(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | None
         module = SFTModule(base, optim, compile_model=bool(s.compile), run_fingerprint=fingerprint,
                            kernels=str(s.kernels))
         data = SFTData(train, val, int(s.micro_batch_size), int(s.accumulate), int(s.seed))
-        callbacks = [
-            ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
-                            every_n_train_steps=int(s.checkpoint_every_n_steps), save_top_k=1,
-                            save_last=True),
-            SaveAtEnd(ckpt_dir / LAST),
-        ]
-        trainer = L.Trainer(
-            accelerator=s.accelerator, devices=s.devices, num_nodes=int(s.num_nodes), strategy=s.strategy,
-            precision=resolve_precision(str(s.precision), str(s.accelerator)),
-            max_steps=int(s.max_steps), accumulate_grad_batches=int(s.accumulate),
-            gradient_clip_val=float(s.grad_clip) if s.grad_clip else None,
-            val_check_interval=int(s.val_every_n_steps) * int(s.accumulate), check_val_every_n_epoch=None,
-            num_sanity_val_steps=0, log_every_n_steps=int(s.log_every_n_steps),
-            logger=logger if logger is not None else False, callbacks=callbacks, default_root_dir=out,
-            enable_model_summary=False, enable_progress_bar=bool(s.progress_bar),
-            deterministic=bool(s.deterministic))
+        trainer = stage_trainer(s, out, ckpt_dir, logger, [])
         started = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         seconds = time.perf_counter() - started
