@@ -71,6 +71,8 @@ def run_fingerprint(init_dir: Path, catalog: Path | None, cfg: DictConfig) -> st
             digest.update(chunk)
     if catalog is not None:
         digest.update(str(catalog.stat().st_size).encode())
+    for extra in cfg.sft.mixture.extra_jsonl or []:
+        digest.update(Path(extra).read_bytes())
     s = OmegaConf.to_container(cfg.sft, resolve=True)
     digest.update(json.dumps({k: s[k] for k in RUN_KEYS}, sort_keys=True, default=str).encode())
     update_with_code(digest, CODE_DIRS)
