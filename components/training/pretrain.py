@@ -140,6 +140,19 @@ def stage_trainer(s: DictConfig, out: Path, ckpt_dir: Path, logger: Logger | Non
     )
 
 
+def fit_and_validate(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule,
+                     resume_from: str | None, what: str) -> tuple[dict, float]:
+    """Train (resuming from `resume_from`), then the final validation: (its metrics, training seconds).
+    The final validation ends every run, so metrics.json always describes the final weights; every rank
+    takes part (a launcher-started DDP run would hang otherwise)."""
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    seconds = time.perf_counter() - started
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"{what} was interrupted; rerun the same command to resume")
+    return trainer.validate(module, datamodule=data, verbose=False)[0], seconds
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
@@ -181,14 +194,7 @@ def run_pretraining(cfg: DictConfig, logger: Logger | None = None, text_sink: Te
         sampler,
         ThroughputLogger(tokens_per_device_step, model_cfg.flops_per_token(), int(p.log_every_n_steps)),
     ])
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
-    seconds = time.perf_counter() - started
-    if trainer.interrupted:
-        raise KeyboardInterrupt("pretraining was interrupted; rerun the same command to resume")
-    # The final validation (ends every run, so metrics.json always describes the final weights). Every
-    # rank takes part (a launcher-started DDP run would hang otherwise); only rank 0 writes.
-    final = trainer.validate(module, datamodule=data, verbose=False)[0]
+    final, seconds = fit_and_validate(trainer, module, data, resume_from, "pretraining")
     if not trainer.is_global_zero:
         return PretrainResult(out, out / "model", out / "hf", {}, [], resumed_step)
     # The final checkpoint, read once: the weights, and the step count (with ddp_spawn, this process's

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from components.tasks.mixture import Mixture, build_mixture, write_mixture
 from components.training.pretrain import (
     LAST,
     final_model,
+    fit_and_validate,
     resume_point,
     stage_trainer,
     update_with_code,
@@ -152,12 +152,7 @@ def run_sft(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | None
                            kernels=str(s.kernels))
         data = SFTData(train, val, int(s.micro_batch_size), int(s.accumulate), int(s.seed))
         trainer = stage_trainer(s, out, ckpt_dir, logger, [])
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
-        seconds = time.perf_counter() - started
-        if trainer.interrupted:
-            raise KeyboardInterrupt("SFT was interrupted; rerun the same command to resume")
-        final = trainer.validate(module, datamodule=data, verbose=False)[0]
+        final, seconds = fit_and_validate(trainer, module, data, resume_from, "SFT")
         if not trainer.is_global_zero:
             return SFTResult(out, out / "model", out / "hf", {}, data_stats, resumed_step)
         final_ckpt = torch.load(ckpt_dir / LAST, map_location="cpu", weights_only=True)
