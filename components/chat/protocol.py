@@ -139,6 +139,11 @@ class ChatFormat:
                 mask += [0] * (len(head) + len(body) + 1)
         return ids, mask
 
+    def render_reply(self, content: str | Sequence[Mapping[str, str]], ended: bool = True) -> list[int]:
+        """Ids of one assistant reply after the prompt's header: its content, then `<|im_end|>` when the
+        turn ended (a generated reply cut off by the token limit has none)."""
+        return self._content(content)[0] + ([self.im_end] if ended else [])
+
     def render_prompt(self, messages: Sequence[Message]) -> list[int]:
         """Ids that ask the model for the next assistant turn: the history, then the assistant header."""
         ids = [self.bos]

@@ -81,3 +81,11 @@ def test_parse_reply_inverts_rendering(fmt) -> None:
 def test_invalid_conversations_are_refused_with_a_reason(record, message) -> None:
     with pytest.raises(ValueError, match=message):
         validate_conversation(record)
+
+
+def test_prompt_plus_reply_is_the_training_render(fmt) -> None:
+    messages = TOOL_CONVERSATION["messages"]
+    ids, _ = fmt.render(TOOL_CONVERSATION)
+    reply = fmt.render_reply(messages[-1]["content"])
+    assert fmt.render_prompt(messages[:-1]) + reply == ids
+    assert fmt.render_reply(messages[-1]["content"], ended=False) == reply[:-1]
