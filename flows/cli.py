@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(
         "flows.pipeline:pipeline_flow",
         "run every stage that exists, in order, under one parent MLflow run",
-        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft) as one Prefect flow. Each stage is a "
+        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft, reward, rlhf) as one Prefect flow. Each stage is a "
         "subflow with its own "
         "MLflow run nested under the pipeline's run, writing under ${paths.root}/<stage>/.",
     ),
@@ -71,6 +71,25 @@ COMMANDS: dict[str, Command] = {
         "<|im_start|>role<|im_sep|>...<|im_end|> protocol with the loss on assistant tokens only, "
         "finetunes sft.init_from (a folder or models:/llmops-base@current), evaluates the result and "
         "the base model on held-out prompts, and registers llmops-sft. Writes ${paths.root}/sft/.",
+    ),
+    "reward": Command(
+        "flows.reward:reward_flow",
+        "train the reward model on the labeler's rankings of the SFT model's replies",
+        "Samples reward.sampling.responses_per_prompt replies per prompt from reward.init_from (the SFT "
+        "model), ranks them with the programmatic labeler that stands in for the human (correct, step by "
+        "step, not repetitive, ends its turn), turns each ranking into pairs (plus reward.extra_files: "
+        "{prompt,chosen,rejected}, HH-RLHF or ranking JSONL), trains a Bradley-Terry reward model from "
+        "the SFT weights, reports held-out pairwise accuracy and registers llmops-reward. Writes "
+        "${paths.root}/reward/.",
+    ),
+    "rlhf": Command(
+        "flows.rlhf:rlhf_flow",
+        "PPO against the reward model with a KL leash to the SFT model (and the run without it)",
+        "PPO from rlhf.init_from against rlhf.reward_model: batched KV-cached rollouts, a per-token KL "
+        "penalty to the frozen SFT model (k1/k3, fixed or adaptive to rlhf.kl.target), GAE, clipped "
+        "policy and value losses, optional PPO-ptx. With rlhf.hacking_check.enabled the same run without "
+        "the leash shows whether the reward gets gamed. Evaluates on held-out prompts, registers "
+        "llmops-rlhf. Writes ${paths.root}/rlhf/.",
     ),
     "chat": Command(
         "flows.chat:chat",
