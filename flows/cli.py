@@ -34,9 +34,9 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(
         "flows.pipeline:pipeline_flow",
         "run every stage that exists, in order, under one parent MLflow run",
-        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft, reward, rlhf) as one Prefect flow. Each stage is a "
-        "subflow with its own "
-        "MLflow run nested under the pipeline's run, writing under ${paths.root}/<stage>/.",
+        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft, reward, rlhf) as one Prefect flow. "
+        "Each stage is a subflow with its own MLflow run nested under the pipeline's run, writing under "
+        "${paths.root}/<stage>/.",
     ),
     "data": Command(
         "flows.data:data_flow",

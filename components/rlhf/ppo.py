@@ -98,7 +98,8 @@ class PromptBatches(IterableDataset):
     def indices(self, iteration: int) -> torch.Tensor:
         sample = np.arange(iteration * self.batch_size, (iteration + 1) * self.batch_size)
         epochs, within = np.divmod(sample, self.n)
-        return torch.tensor([int(epoch_order(self.seed, self.n, int(e))[w]) for e, w in zip(epochs, within)])
+        return torch.tensor([int(epoch_order(self.seed, self.n, int(e))[w])
+                             for e, w in zip(epochs, within, strict=True)])
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         i = self.start
@@ -236,8 +237,8 @@ class PPOModule(L.LightningModule):
                                         seqs.action_mask, c.clip_range)
         entropy = masked_mean(entropy_from_logits(logits), seqs.action_mask)
         values = self.critic.values(seqs.input_ids, seqs.attention_mask)[:, seqs.prompt_len - 1:-1]
-        vf_loss, vf_stats = value_loss(values, rollout.values[rows], rollout.returns[rows], seqs.response_mask,
-                                       c.clip_range_value)
+        vf_loss, vf_stats = value_loss(values, rollout.values[rows], rollout.returns[rows],
+                                       seqs.response_mask, c.clip_range_value)
         loss = pg_loss + c.vf_coef * vf_loss - c.entropy_coef * entropy
         stats = {"rl/policy_loss": float(pg_loss), "rl/value_loss": float(vf_loss),
                  "rl/entropy": float(entropy), "rl/clipfrac": pg_stats["clipfrac"],
@@ -262,8 +263,8 @@ class PPOModule(L.LightningModule):
         seq_len = self.policy.config.seq_len
         rng = np.random.default_rng([self.cfg.seed, self.global_step])
         starts = rng.integers(0, len(self.ptx_tokens) - seq_len - 1, size=n_rows)
-        block = torch.from_numpy(np.stack([self.ptx_tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64))
-        block = block.to(self.device)
+        windows = np.stack([self.ptx_tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64)
+        block = torch.from_numpy(windows).to(self.device)
         return self.policy(block[:, :-1], block[:, 1:])
 
     def rollout_stats(self, rollout: Rollout, examples: Sequence[TaskExample]) -> dict[str, float]:

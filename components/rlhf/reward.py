@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -43,8 +43,9 @@ from components.training.pretrain_module import OptimConfig
 
 log = logging.getLogger(__name__)
 
-RUN_KEYS = ("prompts", "sampling", "labeler", "min_gap", "reference_in_ranking", "extra_files", "micro_batch_size", "max_steps",
-            "optim", "margin_in_loss", "center_coef", "seed", "precision", "devices", "num_nodes")
+RUN_KEYS = ("prompts", "sampling", "labeler", "min_gap", "reference_in_ranking", "extra_files",
+            "micro_batch_size", "max_steps", "optim", "margin_in_loss", "center_coef", "seed", "precision",
+            "devices", "num_nodes")
 CODE_DIRS = tuple(Path(__file__).resolve().parents[1] / d for d in ("rlhf", "model", "training", "tasks"))
 
 
@@ -69,20 +70,30 @@ def sampling_params(s: DictConfig, fmt: ChatFormat, seed: int) -> SamplingParams
 
 
 def labeled_pairs(model: GPT, fmt: ChatFormat, labeler: Labeler, examples: list[TaskExample],
-                  cfg: DictConfig, seed: int, with_reference: bool) -> tuple[list[PreferencePair], dict[str, float]]:
+                  cfg: DictConfig, seed: int, with_reference: bool
+                  ) -> tuple[list[PreferencePair], dict[str, float]]:
     """Sample K replies per prompt from `model`, rank them with the labeler (with the task's own ideal
-    reply among them when `with_reference`), return the pairs and the labeler's numbers for the samples."""
+    reply among them when `with_reference`), return the pairs and the labeler's numbers for the samples.
+
+    Each pair's source says what decided it: `generated/correctness` when exactly one side has the right
+    answer, else `generated/style` (working shown, turn ended, repetition)."""
     r = cfg.reward
-    replies = sample_replies(model, fmt, examples, sampling_params(r.sampling, fmt, seed),
-                             num_samples=int(r.sampling.responses_per_prompt))
+    groups = [[] for _ in examples]
+    for i, temperature in enumerate(sample_temperatures(r.sampling)):
+        params = replace(sampling_params(r.sampling, fmt, seed + 7919 * i), temperature=temperature)
+        for group, replies in zip(groups, sample_replies(model, fmt, examples, params), strict=True):
+            group += replies
     pairs: list[PreferencePair] = []
     judged = []
-    for example, group in zip(examples, replies, strict=True):
+    for example, group in zip(examples, groups, strict=True):
         candidates = [reply.judged for reply in group]
         judged += [labeler.judge(example, *c) for c in candidates]
         if with_reference:
             candidates.append((example.conversation["messages"][-1]["content"], True))
-        pairs += labeler.pairs(example, candidates, min_gap=float(r.min_gap))
+        for pair in labeler.pairs(example, candidates, min_gap=float(r.min_gap)):
+            better = labeler.judge(example, pair.chosen, pair.chosen_ended).correct
+            worse = labeler.judge(example, pair.rejected, pair.rejected_ended).correct
+            pairs.append(replace(pair, source="generated/" + ("correctness" if better != worse else "style")))
     stats = {"replies": len(judged), "pairs": len(pairs),
              "labeler_score": _mean(j.score for j in judged),
              "correct_rate": _mean(float(j.correct) for j in judged if j.correct is not None),
@@ -91,18 +102,45 @@ def labeled_pairs(model: GPT, fmt: ChatFormat, labeler: Labeler, examples: list[
     return pairs, stats
 
 
-def tokenize_pairs(pairs: list[PreferencePair], fmt: ChatFormat, seq_len: int) -> tuple[TokenPairs, int]:
-    """Token ids of both sides; pairs with a side longer than the context are skipped and counted."""
-    chosen, rejected, margins, skipped = [], [], [], 0
+def sample_temperatures(s: DictConfig) -> list[float]:
+    """One temperature per reply of a prompt: `temperatures` when given (replies from hotter and colder
+    samplers, as comparisons from several policies), else `responses_per_prompt` x `temperature`."""
+    if s.get("temperatures"):
+        return [float(t) for t in s.temperatures]
+    return [float(s.temperature)] * int(s.responses_per_prompt)
+
+
+def tokenize_pairs(pairs: list[PreferencePair], fmt: ChatFormat, seq_len: int
+                   ) -> tuple[TokenPairs, list[PreferencePair]]:
+    """Token ids of both sides, and the pairs kept: a pair with a side longer than the context is
+    skipped (the caller counts them)."""
+    chosen, rejected, kept = [], [], []
     for pair in pairs:
         c, r = pair.token_ids(fmt)
-        if max(len(c), len(r)) > seq_len:
-            skipped += 1
-            continue
-        chosen.append(c)
-        rejected.append(r)
-        margins.append(float(pair.margin))
-    return TokenPairs(chosen, rejected, fmt.pad, margins), skipped
+        if max(len(c), len(r)) <= seq_len:
+            chosen.append(c)
+            rejected.append(r)
+            kept.append(pair)
+    return TokenPairs(chosen, rejected, fmt.pad, [float(p.margin) for p in kept]), kept
+
+
+@torch.no_grad()
+def accuracy_by_source(model: RewardModel, pairs: TokenPairs, kept: list[PreferencePair],
+                       batch_size: int = 32) -> dict[str, float]:
+    """Held-out pairwise accuracy per pair source (e.g. generated/correctness vs generated/style)."""
+    model.eval()
+    right: list[bool] = []
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs.batch(range(start, min(len(pairs), start + batch_size)))
+        scores = model(batch["input_ids"], batch["attention_mask"])
+        n = len(scores) // 2
+        right += (scores[:n] > scores[n:]).tolist()
+    by_source: dict[str, list[bool]] = {}
+    for pair, ok in zip(kept, right, strict=True):
+        by_source.setdefault(pair.source.removeprefix("generated/"), []).append(ok)
+    metrics = {f"eval/accuracy_{source}": _mean(oks) for source, oks in by_source.items()}
+    metrics |= {f"pairs_eval_{source}": len(oks) for source, oks in by_source.items()}
+    return metrics
 
 
 def run_fingerprint(init_dir: Path, cfg: DictConfig) -> str:
@@ -131,7 +169,8 @@ def build_pairs(cfg: DictConfig, model: GPT, fmt: ChatFormat, out: Path
     stats: dict[str, float] = {"prompts_train": len(train_ex), "prompts_eval": len(eval_ex),
                                "prompts_skipped_too_long": skipped_train + skipped_eval}
     seed = int(r.seed)
-    train, train_stats = labeled_pairs(model, fmt, labeler, train_ex, cfg, seed, bool(r.reference_in_ranking.train))
+    train, train_stats = labeled_pairs(model, fmt, labeler, train_ex, cfg, seed,
+                                       bool(r.reference_in_ranking.train))
     held_out, eval_stats = labeled_pairs(model, fmt, labeler, eval_ex, cfg, seed + 1,
                                          bool(r.reference_in_ranking.eval))
     stats |= {f"sampled_train/{k}": v for k, v in train_stats.items()}
@@ -157,10 +196,10 @@ def run_reward(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | N
     ckpt_dir = out / "checkpoints"
     train_pairs, eval_pairs, stats = build_pairs(cfg, sft.eval(), fmt, out)
     seq_len = sft.config.seq_len
-    train, skipped_train = tokenize_pairs(train_pairs, fmt, seq_len)
-    val, skipped_val = tokenize_pairs(eval_pairs, fmt, seq_len)
+    train, train_kept = tokenize_pairs(train_pairs, fmt, seq_len)
+    val, val_kept = tokenize_pairs(eval_pairs, fmt, seq_len)
     stats |= {"pairs_train": len(train), "pairs_eval": len(val),
-              "pairs_skipped_too_long": skipped_train + skipped_val}
+              "pairs_skipped_too_long": len(train_pairs) + len(eval_pairs) - len(train) - len(val)}
     if len(val) == 0:
         raise ValueError("the labeler found no held-out pair (every held-out prompt's replies tied): raise "
                          "reward.sampling.responses_per_prompt or reward.prompts.n_eval, or lower "
@@ -187,9 +226,10 @@ def run_reward(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | N
                "val/loss": float(final.get("val/loss", math.nan)),
                "steps": int(final_ckpt["global_step"]), "train_seconds_this_run": seconds,
                "pairs_train": len(train), "pairs_eval": len(val)}
-    metrics |= {f"eval/sft_{k}": v for k, v in stats.items() if k.startswith("sampled_eval/")
-                and not k.endswith(("replies", "pairs"))}
-    metrics = {k.replace("sampled_eval/", ""): v for k, v in metrics.items()}
+    metrics |= accuracy_by_source(trained, val, val_kept)
+    # What the SFT model's own held-out samples look like to the labeler (the pairs' raw material).
+    metrics |= {f"eval/sft_{k.removeprefix('sampled_eval/')}": v for k, v in stats.items()
+                if k.startswith("sampled_eval/") and not k.endswith(("replies", "pairs"))}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     (out / "data_stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
     (out / "report.md").write_text(summary_markdown(metrics, stats))
@@ -202,7 +242,8 @@ def summary_markdown(metrics: dict[str, float], stats: dict[str, float]) -> str:
              f"pairs the labeler ranked (mean margin {metrics['eval/margin']:.3f}); trained on "
              f"{int(metrics['pairs_train'])} pairs for {int(metrics['steps'])} steps.", "",
              "| data | value |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(stats.items())]
+    lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
+              for k, v in sorted(stats.items())]
     return "\n".join(lines) + "\n"
 
 

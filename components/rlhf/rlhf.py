@@ -70,13 +70,15 @@ def ppo_config(cfg: DictConfig) -> PPOConfig:
         max_grad_norm=float(r.ppo.max_grad_norm or 0), kl_estimator=str(r.kl.estimator),
         kl_coef=float(r.kl.coef), kl_adaptive=bool(r.kl.adaptive),
         kl_target=None if r.kl.target is None else float(r.kl.target), kl_horizon=int(r.kl.horizon),
-        ptx_coef=float(r.ptx.coef), lr=float(r.optim.lr), critic_lr=float(r.optim.critic_lr), seed=int(r.seed))
+        ptx_coef=float(r.ptx.coef), lr=float(r.optim.lr), critic_lr=float(r.optim.critic_lr),
+        seed=int(r.seed))
 
 
 def run_fingerprint(init_dir: Path, reward_dir: Path, cfg: DictConfig, variant: str) -> str:
     """Starting weights, reward model, settings, code and which run (leashed or not)."""
     digest = hashlib.sha256(variant.encode())
-    for path in (init_dir / "tokenizer.json", init_dir / WEIGHTS, reward_dir / WEIGHTS, reward_dir / HEAD_WEIGHTS):
+    for path in (init_dir / "tokenizer.json", init_dir / WEIGHTS, reward_dir / WEIGHTS,
+                 reward_dir / HEAD_WEIGHTS):
         digest.update(path.read_bytes())
     r = OmegaConf.to_container(cfg.rlhf, resolve=True)
     digest.update(json.dumps({k: r[k] for k in RUN_KEYS}, sort_keys=True, default=str).encode())
@@ -116,7 +118,8 @@ def train_policy(cfg: DictConfig, ppo: PPOConfig, sft: GPT, reward_model: Reward
     module = PPOModule(copy.deepcopy(sft).train(), copy.deepcopy(sft), copy.deepcopy(reward_model).train(),
                        reward_model, fmt, examples, ppo, labeler_from_config(cfg), ptx_tokens, fingerprint)
     # Lightning counts optimizer steps; one PPO iteration makes `updates` of them.
-    trainer_cfg = OmegaConf.merge(OmegaConf.to_container(r, resolve=True), {"max_steps": int(r.max_steps) * updates, "accumulate": 1,
+    trainer_cfg = OmegaConf.merge(OmegaConf.to_container(r, resolve=True), {
+                                      "max_steps": int(r.max_steps) * updates, "accumulate": 1,
                                       "grad_clip": None, "log_every_n_steps": 1,
                                       "val_every_n_steps": int(r.max_steps) + 1,
                                       "checkpoint_every_n_steps": int(r.checkpoint_every_n_steps) * updates})
@@ -143,8 +146,9 @@ def run_rlhf(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | Non
     sft, tokenizer = load_pretrained(init_dir)
     reward_model, _ = load_reward_model(reward_dir)
     if reward_model.config.vocab_size != sft.config.vocab_size:
-        raise ValueError(f"reward model {reward_dir} has a {reward_model.config.vocab_size}-token vocabulary, "
-                         f"the policy {init_dir} {sft.config.vocab_size}: train both from the same tokenizer")
+        raise ValueError(f"reward model {reward_dir} has a {reward_model.config.vocab_size}-token "
+                         f"vocabulary, the policy {init_dir} {sft.config.vocab_size}: train both from the "
+                         "same tokenizer")
     fmt = ChatFormat(tokenizer)
     out = Path(r.output_dir)
     mixture = prompt_mixture(r.prompts)
@@ -185,9 +189,9 @@ def run_rlhf(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | Non
 def _run_metrics(histories: dict[str, list[dict[str, float]]], ppo: PPOConfig, n_train: int, n_eval: int,
                  skipped: int) -> dict[str, float]:
     """Trajectory summaries: each run's first and last-tenth means of reward, KL and labeler score."""
+    target = ppo.kl_target if ppo.kl_adaptive and ppo.kl_target else math.nan
     metrics: dict[str, float] = {"prompts_train": n_train, "prompts_eval": n_eval,
-                                 "prompts_skipped_too_long": skipped,
-                                 "kl_target": ppo.kl_target if ppo.kl_adaptive and ppo.kl_target else math.nan}
+                                 "prompts_skipped_too_long": skipped, "kl_target": target}
     for name, hist in histories.items():
         if not hist:
             continue
@@ -207,9 +211,8 @@ def report_markdown(metrics: dict[str, float], histories: dict[str, list[dict[st
     stems = sorted({k.rsplit("_", 1)[0] for k in metrics if k.startswith("eval/") and k.endswith("_sft")})
     stems += sorted({k.rsplit("_", 1)[0] for k in metrics if k.startswith("eval/labeler_") and "_rate_" in k})
     lines = ["# RLHF: PPO against the reward model, with and without the KL leash", "",
-             f"KL leash: {'adaptive to a target of ' + str(ppo.kl_target) + ' nats/reply' if ppo.kl_adaptive else 'fixed'}"
-             f", initial coefficient {ppo.kl_coef}, estimator {ppo.kl_estimator}. Held-out prompts: "
-             f"{int(metrics['prompts_eval'])}.", "",
+             f"KL leash: {_leash(ppo)}, initial coefficient {ppo.kl_coef}, estimator {ppo.kl_estimator}. "
+             f"Held-out prompts: {int(metrics['prompts_eval'])}.", "",
              "## Held-out prompts", "", "| metric | " + " | ".join(names) + " |",
              "| --- |" + " --- |" * len(names)]
     for stem in dict.fromkeys(stems):
@@ -227,6 +230,10 @@ def report_markdown(metrics: dict[str, float], histories: dict[str, list[dict[st
             lines.append(f"| {int(row['iteration'])} | "
                          + " | ".join(f"{row.get(k, math.nan):.3f}" for k in TRAJECTORY) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _leash(ppo: PPOConfig) -> str:
+    return f"adaptive to a target of {ppo.kl_target} nats per reply" if ppo.kl_adaptive else "fixed"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""The pipeline flow for real (data -> tokenizer -> pretrain -> sft): Prefect's test harness, MLflow on
-SQLite, datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One run, many checks."""
+"""The pipeline flow for real (data -> tokenizer -> pretrain -> sft -> reward -> rlhf): Prefect's test
+harness, MLflow on SQLite, datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One
+run, many checks."""
 
 from __future__ import annotations
 
@@ -145,6 +146,38 @@ def test_sft_stage_trains_evaluates_against_the_base_model_and_registers(pipelin
     train = (root / "sft" / "data" / "train.jsonl").read_text().splitlines()
     tasks = {json.loads(line)["task"] for line in train}
     assert tasks == {"identity", "arithmetic", "text_tools", "out_of_scope", "search"}
+
+
+def test_reward_stage_trains_on_labeled_pairs_and_registers(pipeline_run):
+    root, state = pipeline_run
+    client, runs = _runs(root)
+    run = runs["reward"]
+    metrics = state.result()["reward"]
+    assert run.info.status == "FINISHED" and metrics["steps"] == 10
+    assert 0.0 <= metrics["eval/accuracy"] <= 1.0 and metrics["pairs_train"] > 0
+    assert run.data.metrics["eval/accuracy"] == pytest.approx(metrics["eval/accuracy"])
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "report.md", "data", "model"} <= artifacts
+    assert client.get_model_version_by_alias("llmops-reward", "current").run_id == run.info.run_id
+
+
+def test_rlhf_stage_runs_ppo_with_and_without_the_leash_and_registers(pipeline_run):
+    root, state = pipeline_run
+    client, runs = _runs(root)
+    run = runs["rlhf"]
+    metrics = state.result()["rlhf"]
+    assert run.info.status == "FINISHED"
+    assert metrics["iterations_rlhf"] == metrics["iterations_no_kl"] == 3
+    for model in ("sft", "rlhf", "no_kl"):
+        assert f"eval/reward_{model}" in metrics and f"eval/kl_{model}" in metrics
+    for key in ("rl/reward", "rl/kl", "rl/entropy", "rl/clipfrac", "rl/value_loss", "rl/response_length"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 3, key
+    assert len(client.get_metric_history(run.info.run_id, "no_kl/rl/kl_coef")) == 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "eval.jsonl", "history_rlhf.jsonl", "history_no_kl.jsonl", "samples",
+            "model"} <= artifacts
+    assert client.get_model_version_by_alias("llmops-rlhf", "current").run_id == run.info.run_id
 
 
 def test_chat_cli_talks_to_the_registered_model(pipeline_run, monkeypatch, capsys):
