@@ -240,15 +240,15 @@ class PPOModule(L.LightningModule):
         vf_loss, vf_stats = value_loss(values, rollout.values[rows], rollout.returns[rows],
                                        seqs.response_mask, c.clip_range_value)
         loss = pg_loss + c.vf_coef * vf_loss - c.entropy_coef * entropy
-        stats = {"rl/policy_loss": float(pg_loss), "rl/value_loss": float(vf_loss),
-                 "rl/entropy": float(entropy), "rl/clipfrac": pg_stats["clipfrac"],
+        stats = {"rl/policy_loss": pg_loss.item(), "rl/value_loss": vf_loss.item(),
+                 "rl/entropy": entropy.item(), "rl/clipfrac": pg_stats["clipfrac"],
                  "rl/approx_kl": pg_stats["approx_kl"], "rl/vf_clipfrac": vf_stats["vf_clipfrac"]}
         if c.ptx_coef > 0:
             ptx = self.ptx_loss(len(rows))
             loss = loss + c.ptx_coef * ptx
-            stats["rl/ptx_loss"] = float(ptx)
+            stats["rl/ptx_loss"] = ptx.item()
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"PPO loss is {float(loss)} at iteration {self.iteration}: lower "
+            raise NonFiniteLossError(f"PPO loss is {loss.item()} at iteration {self.iteration}: lower "
                                      "rlhf.optim.lr or raise rlhf.kl.coef; the last good checkpoint is kept")
         optimizer.zero_grad()
         self.manual_backward(loss)
