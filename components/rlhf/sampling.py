@@ -53,7 +53,9 @@ def fitting(examples: Sequence[TaskExample], fmt: ChatFormat, seq_len: int, min_
 
 def to_reply(fmt: ChatFormat, completion: Completion) -> Reply:
     ended = completion.finish_reason == "stop" and completion.tokens[-1] == fmt.im_end
-    return Reply(list(completion.tokens), fmt.parse_reply(completion.tokens), ended, list(completion.sampled))
+    # A reply that ends at once parses to no parts; an empty text part keeps it a valid assistant message.
+    content = fmt.parse_reply(completion.tokens) or [{"type": "text", "text": ""}]
+    return Reply(list(completion.tokens), content, ended, list(completion.sampled))
 
 
 def sample_replies(model: GPT, fmt: ChatFormat, examples: Sequence[TaskExample], params: SamplingParams,

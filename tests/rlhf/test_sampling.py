@@ -68,3 +68,13 @@ def test_forced_tool_tokens_are_in_the_reply_but_not_actions(fmt):
 def test_rl_prompts_refuse_tasks_that_need_a_tool():
     with pytest.raises(ValueError, match="needs a tool"):
         prompt_mixture({"size": 2, "n_eval": 1, "seed": 0, "tasks": {"search": {"weight": 1.0}}})
+
+
+def test_a_reply_that_ends_at_once_is_still_a_valid_assistant_message(fmt):
+    from components.model.engine import Completion
+    from components.rlhf.preferences import PreferencePair
+
+    reply = to_reply(fmt, Completion(0, [1], tokens=[fmt.im_end], sampled=[True], finish_reason="stop"))
+    assert reply.ended and reply.content == [{"type": "text", "text": ""}]
+    pair = PreferencePair([{"role": "user", "content": "hi"}], "hello", reply.content)
+    assert PreferencePair.from_record(pair.to_record()) == pair

@@ -54,7 +54,10 @@ def test_reward_stage_labels_pairs_trains_and_resumes(reward_result, root, sft_d
     assert json.loads((root / "reward" / "metrics.json").read_text()) == pytest.approx(m)
     pairs = [PreferencePair.from_record(json.loads(line))
              for line in (root / "reward" / "data" / "train.jsonl").read_text().splitlines()]
-    assert len(pairs) == m["pairs_train"] and all(p.source.startswith("generated/") for p in pairs)
+    held_out = (root / "reward" / "data" / "eval.jsonl").read_text().splitlines()
+    stats = reward_result.data_stats  # every labeled pair is written; those too long to score are counted
+    assert len(pairs) + len(held_out) == m["pairs_train"] + m["pairs_eval"] + stats["pairs_skipped_too_long"]
+    assert all(p.source.startswith("generated/") for p in pairs)
     model, _ = load_reward_model(reward_result.model_dir)
     assert load_pretrained(reward_result.model_dir)[0].config == model.config  # a GPT folder too
     assert "pairwise accuracy" in (root / "reward" / "report.md").read_text()
