@@ -53,7 +53,7 @@ def test_stage_run_is_nested_and_records_config_commit_and_dvc_hashes(pipeline_r
 
     root, _ = pipeline_run
     client, runs = _runs(root)
-    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "sft"}
+    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
     data_run, parent = runs["data"], runs["pipeline"]
     assert data_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert data_run.info.status == parent.info.status == "FINISHED"
