@@ -7,8 +7,8 @@ content (what the labeler reads and the JSONL files show)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -59,25 +59,18 @@ def to_reply(fmt: ChatFormat, completion: Completion) -> Reply:
 
 
 def sample_replies(model: GPT, fmt: ChatFormat, examples: Sequence[TaskExample], params: SamplingParams,
-                   num_samples: int = 1, batch_size: int = 32,
-                   hook_factory: Callable[[], Callable] | None = None) -> list[list[Reply]]:
+                   num_samples: int = 1, batch_size: int = 32) -> list[list[Reply]]:
     """`num_samples` replies per example (prompt-major), in batches of `batch_size` prompts. The seed in
     `params` is offset per batch so batches differ but the whole call is reproducible."""
     engine = Engine(model, fmt.pad)
     out: list[list[Reply]] = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start:start + batch_size]
-        batch_params = params if params.seed is None else _with_seed(params, params.seed + start)
-        done = engine.generate([fmt.render_prompt(ex.prompt) for ex in batch], batch_params, num_samples,
-                               hook=hook_factory().hook if hook_factory else None)
+        batch_params = params if params.seed is None else replace(params, seed=params.seed + start)
+        done = engine.generate([fmt.render_prompt(ex.prompt) for ex in batch], batch_params, num_samples)
         for i in range(len(batch)):
             out.append([to_reply(fmt, c) for c in done[i * num_samples:(i + 1) * num_samples]])
     return out
-
-
-def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
-    return SamplingParams(params.max_new_tokens, params.temperature, params.top_k, params.top_p,
-                          params.stop_token_ids, seed)
 
 
 def stop_tokens(fmt: ChatFormat) -> tuple[int, ...]:
