@@ -34,7 +34,8 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(
         "flows.pipeline:pipeline_flow",
         "run every stage that exists, in order, under one parent MLflow run",
-        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft, reward, rlhf) as one Prefect flow. "
+        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft, reward, rlhf, rlvr) as one Prefect "
+        "flow. "
         "Each stage is a subflow with its own MLflow run nested under the pipeline's run, writing under "
         "${paths.root}/<stage>/.",
     ),
@@ -90,6 +91,15 @@ COMMANDS: dict[str, Command] = {
         "policy and value losses, optional PPO-ptx. With rlhf.hacking_check.enabled the same run without "
         "the leash shows whether the reward gets gamed. Evaluates on held-out prompts, registers "
         "llmops-rlhf. Writes ${paths.root}/rlhf/.",
+    ),
+    "rlvr": Command(
+        "flows.rlvr:rlvr_flow",
+        "RL on problems with an answer key: GRPO and rejection-sampling finetuning, against best-of-n",
+        "From rlvr.init_from: GRPO (G samples per problem, group-normalised advantages, grpo/dr_grpo/dapo "
+        "loss aggregation, clip-higher, optional k3 KL, truncation masks, zero-variance group filtering) and "
+        "rejection-sampling finetuning rounds (keep the correct samples, finetune on the shortest), scored "
+        "with best-of-n (majority vote) on held-out problems; fits ScaleRL's sigmoid to held-out accuracy "
+        "against GRPO compute. Registers llmops-rlvr. Writes ${paths.root}/rlvr/.",
     ),
     "chat": Command(
         "flows.chat:chat",

@@ -12,11 +12,12 @@ from flows.data import data_flow
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
 from flows.rlhf import rlhf_flow
+from flows.rlvr import rlvr_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 
 STAGES = {"data": data_flow, "tokenizer": tokenizer_flow, "pretrain": pretrain_flow,
-          "sft": sft_flow, "reward": reward_flow, "rlhf": rlhf_flow}
+          "sft": sft_flow, "reward": reward_flow, "rlhf": rlhf_flow, "rlvr": rlvr_flow}
 
 
 @flow(name="pipeline")

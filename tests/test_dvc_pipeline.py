@@ -57,7 +57,7 @@ def test_repro_runs_then_skips_then_reruns_on_a_param_change(fresh_clone):
     assert not (repo / "data").exists() and not (repo / ".dvc" / "cache").exists()
 
     first = _run(["dvc", "repro"], repo, env)
-    assert _ran(first) == ["corpus", "data", "tokenizer", "pretrain", "sft", "reward", "rlhf"], first
+    assert _ran(first) == ["corpus", "data", "tokenizer", "pretrain", "sft", "reward", "rlhf", "rlvr"], first
     assert (repo / "data" / "ground_truth.jsonl").exists()  # data.dvc imported the built corpus
     assert list((repo / "outputs" / "data" / "kept").glob("*.parquet"))
 
@@ -68,9 +68,9 @@ def test_repro_runs_then_skips_then_reruns_on_a_param_change(fresh_clone):
     params.write_text(params.read_text().replace("language_threshold: 0.65", "language_threshold: 0.7"))
     third = _run(["dvc", "repro"], repo, env)
     # downstream of the changed data
-    assert _ran(third) == ["data", "tokenizer", "pretrain", "sft", "reward", "rlhf"], third
+    assert _ran(third) == ["data", "tokenizer", "pretrain", "sft", "reward", "rlhf", "rlvr"], third
     assert "filters.language_filter.language_threshold" in _run(["dvc", "params", "diff"], repo, env)
     metrics = _run(["dvc", "metrics", "show"], repo, env)
     assert "data/documents_kept" in metrics and "bytes_per_token" in metrics and "val_loss" in metrics
     assert "eval/turn_end_rate_sft" in metrics and "eval/accuracy" in metrics
-    assert "eval/reward_rlhf" in metrics
+    assert "eval/reward_rlhf" in metrics and "eval/accuracy_grpo" in metrics

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from components.chat.protocol import ChatFormat
+from components.chat.tools import ToolExecutor
 from components.model.engine import Completion, Engine, SamplingParams
 from components.model.gpt import GPT
 from components.tasks.base import TaskExample
@@ -59,15 +60,18 @@ def to_reply(fmt: ChatFormat, completion: Completion) -> Reply:
 
 
 def sample_replies(model: GPT, fmt: ChatFormat, examples: Sequence[TaskExample], params: SamplingParams,
-                   num_samples: int = 1, batch_size: int = 32) -> list[list[Reply]]:
+                   num_samples: int = 1, batch_size: int = 32, tools: bool = False) -> list[list[Reply]]:
     """`num_samples` replies per example (prompt-major), in batches of `batch_size` prompts. The seed in
-    `params` is offset per batch so batches differ but the whole call is reproducible."""
+    `params` is offset per batch so batches differ but the whole call is reproducible. With `tools`, the
+    calculator runs (sandboxed) where a reply calls it and its output is forced in, never sampled."""
     engine = Engine(model, fmt.pad)
     out: list[list[Reply]] = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start:start + batch_size]
         batch_params = params if params.seed is None else replace(params, seed=params.seed + start)
-        done = engine.generate([fmt.render_prompt(ex.prompt) for ex in batch], batch_params, num_samples)
+        hook = ToolExecutor(fmt).hook if tools else None
+        done = engine.generate([fmt.render_prompt(ex.prompt) for ex in batch], batch_params, num_samples,
+                               hook=hook)
         for i in range(len(batch)):
             out.append([to_reply(fmt, c) for c in done[i * num_samples:(i + 1) * num_samples]])
     return out

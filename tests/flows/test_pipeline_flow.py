@@ -1,4 +1,5 @@
-"""The pipeline flow for real (data -> tokenizer -> pretrain -> sft -> reward -> rlhf): Prefect's test
+"""The pipeline flow for real (data -> tokenizer -> pretrain -> sft -> reward -> rlhf,
+rlvr): Prefect's test
 harness, MLflow on SQLite, datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One
 run, many checks."""
 
@@ -53,7 +54,7 @@ def test_stage_run_is_nested_and_records_config_commit_and_dvc_hashes(pipeline_r
 
     root, _ = pipeline_run
     client, runs = _runs(root)
-    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
+    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "sft", "reward", "rlhf", "rlvr"}
     data_run, parent = runs["data"], runs["pipeline"]
     assert data_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert data_run.info.status == parent.info.status == "FINISHED"
@@ -178,6 +179,27 @@ def test_rlhf_stage_runs_ppo_with_and_without_the_leash_and_registers(pipeline_r
     assert {"report.md", "eval.jsonl", "history_rlhf.jsonl", "history_no_kl.jsonl", "samples",
             "model"} <= artifacts
     assert client.get_model_version_by_alias("llmops-rlhf", "current").run_id == run.info.run_id
+
+
+def test_rlvr_stage_runs_grpo_and_rft_and_registers(pipeline_run):
+    root, state = pipeline_run
+    client, runs = _runs(root)
+    run = runs["rlvr"]
+    metrics = state.result()["rlvr"]
+    assert run.info.status == "FINISHED"
+    for model in ("sft", "grpo", "rft"):
+        for key in ("accuracy", "pass_at_1", "pass_at_4", "best_of_4_majority", "response_tokens"):
+            assert 0 <= metrics[f"eval/{key}_{model}"] < float("inf"), (key, model)
+    for key in ("rl/reward", "rl/reward_accuracy", "rl/reward_format", "rl/response_length", "rl/kl",
+                "rl/entropy", "rl/zero_variance_frac", "rl/tool_use_rate"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 3, key
+    # held-out curve: before the first step, at step 2 (every_n_steps) and at the last step
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "heldout/accuracy")] == [0, 2, 3]
+    assert len(client.get_metric_history(run.info.run_id, "rft/kept")) == 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "sigmoid_fit.json", "history_grpo.jsonl", "history_grpo_eval.jsonl",
+            "history_rft.jsonl", "eval_grpo.jsonl", "samples", "model"} <= artifacts
+    assert client.get_model_version_by_alias("llmops-rlvr", "current").run_id == run.info.run_id
 
 
 def test_chat_cli_talks_to_the_registered_model(pipeline_run, monkeypatch, capsys):

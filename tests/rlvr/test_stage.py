@@ -1,0 +1,90 @@
+"""The RLVR stage without Prefect or MLflow, on a tiny random GPT standing in for the SFT model: GRPO
+(resumable) and an RFT round run, every model is scored on the same held-out problems, and the report,
+histories and saved policy are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from components.config import load_config
+from components.model.checkpoint import save_model
+from components.model.config import GPTConfig
+from components.model.gpt import GPT
+from components.rlvr.rlvr import compute_curve_fit, run_rlvr
+from components.tokenizer.bpe import Tokenizer
+from tests.token_fixtures import build_pydoc_token_store
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    tokenizer = Tokenizer.load(build_pydoc_token_store(tmp_path_factory.mktemp("tokenizer")))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_embd=64, n_head=4, seq_len=128))
+    out = save_model(model, tmp_path_factory.mktemp("sft") / "model")
+    tokenizer.save(out / "tokenizer.json")
+    return out
+
+
+def config(root, sft_dir, *extra: str):
+    return load_config(
+        [
+            "profile=tiny",
+            f"paths.root={root}",
+            f"rlvr.init_from={sft_dir}",
+            "rlvr.export_hf=false",
+            "stage=rlvr",
+            *extra,
+        ]
+    )
+
+
+def test_rlvr_stage_runs_grpo_and_rft_and_resumes(tmp_path, sft_dir):
+    result = run_rlvr(config(tmp_path, sft_dir))
+    m, hist = result.metrics, result.histories
+    assert [row["step"] for row in hist["grpo"]] == [1, 2, 3]
+    assert [row["step"] for row in hist["grpo_eval"]] == [0, 2, 3]
+    assert all(hist["grpo"][i]["rl/flops"] < hist["grpo"][i + 1]["rl/flops"] for i in range(2))
+    assert len(hist["rft"]) == 1 and hist["rft"][0]["rft/problems"] == 8
+    for model in ("sft", "grpo", "rft"):
+        assert 0.0 <= m[f"eval/accuracy_{model}"] <= m[f"eval/pass_at_4_{model}"] <= 1.0
+        assert f"eval/best_of_4_majority_{model}" in m
+    out = tmp_path / "rlvr"
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(m, nan_ok=True)
+    report = (out / "report.md").read_text()
+    assert "GRPO trajectory" in report and "Rejection-sampling" in report and "sigmoid" in report
+    records = [json.loads(line) for line in (out / "eval_grpo.jsonl").read_text().splitlines()]
+    assert len(records) == m["problems_eval"] and len(records[0]["samples"]) == 4
+    assert (result.model_dir / "model.safetensors").exists()
+
+    again = run_rlvr(config(tmp_path, sft_dir))
+    assert again.resumed_from_step is not None
+    assert json.dumps(again.histories) == json.dumps(hist)  # (nan-safe comparison)
+
+
+def test_grpo_and_rft_can_be_switched_off_but_not_both(tmp_path, sft_dir):
+    result = run_rlvr(config(tmp_path, sft_dir, "rlvr.grpo.enabled=false"))
+    assert "eval/accuracy_rft" in result.metrics and "eval/accuracy_grpo" not in result.metrics
+    with pytest.raises(ValueError, match="both are off"):
+        run_rlvr(config(tmp_path, sft_dir, "rlvr.grpo.enabled=false", "rlvr.rft.enabled=false"))
+
+
+def test_sigmoid_curve_fit_needs_enough_points_and_recovers_a_curve():
+    assert compute_curve_fit([{"step": 0, "rl/flops": 0.0, "heldout/accuracy": 0.2}])["fitted"] == 0
+    compute = [0.0, 1e12, 2e12, 4e12, 8e12, 1.6e13, 3.2e13]
+    truth = {"A": 0.8, "B": 1.5, "C_mid": 4e12}
+    rows = [
+        {
+            "step": i,
+            "rl/flops": c,
+            "heldout/accuracy": 0.2
+            if c == 0
+            else 0.2 + (truth["A"] - 0.2) / (1 + (truth["C_mid"] / c) ** truth["B"]),
+        }
+        for i, c in enumerate(compute)
+    ]
+    fit = compute_curve_fit(rows)
+    assert fit["fitted"] == 1
+    assert fit["A"] == pytest.approx(0.8, abs=0.02) and fit["C_mid"] == pytest.approx(4e12, rel=0.1)
