@@ -378,6 +378,10 @@ def test_fit_chinchilla_validates_options() -> None:
         fit_chinchilla(N, D, loss, delta=0.0)
     with pytest.raises(ValueError, match="grid lacks"):
         fit_chinchilla(N, D, loss, grid={"a": [0.0], "b": [0.0]})
+    with pytest.raises(ValueError, match="bootstrap"):
+        fit_chinchilla(N, D, loss, grid=SMALL_GRID, bootstrap=-1)
+    with pytest.raises(ValueError, match="non-empty and finite"):
+        fit_chinchilla(N, D, loss, grid={**SMALL_GRID, "e": [np.nan]})
 
 
 def test_power_law_and_isoflop_validation() -> None:
