@@ -16,17 +16,18 @@ by Lightning's optimizer-step counter, since dropped groups make the number of o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from components.chat.protocol import ChatFormat, assistant_text
 from components.model.engine import SamplingParams
 from components.model.gpt import GPT
+from components.rlhf.ppo import PromptBatches
 from components.rlhf.ppo_math import entropy_from_logits, kl_estimate, logprobs_from_logits, masked_mean
 from components.rlhf.sampling import Reply, SequenceBatch, sample_replies, sequence_batch
 from components.rlvr.evaluation import sampling_params, used_tool
@@ -40,7 +41,6 @@ from components.rlvr.grpo_math import (
 )
 from components.rlvr.rewards import RewardParts, RewardWeights, verify
 from components.tasks.base import TaskExample
-from components.training.data import epoch_order
 from components.training.pretrain_module import NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -91,41 +91,23 @@ class GRPOConfig:
         )
 
 
-class ProblemBatches(IterableDataset):
-    """Step i's problem indices: a pure function of (seed, i), so a resumed run sees the same ones."""
-
-    def __init__(self, n_problems: int, batch_size: int, seed: int, start: int) -> None:
-        if n_problems < batch_size:
-            raise ValueError(
-                f"only {n_problems} training problems for {batch_size} per step: raise "
-                "rlvr.problems.size or lower rlvr.grpo.prompts_per_step"
-            )
-        self.n, self.batch_size, self.seed, self.start = n_problems, batch_size, seed, start
-
-    def indices(self, step: int) -> torch.Tensor:
-        sample = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
-        epochs, within = np.divmod(sample, self.n)
-        return torch.tensor(
-            [int(epoch_order(self.seed, self.n, int(e))[w]) for e, w in zip(epochs, within, strict=True)]
-        )
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        i = self.start
-        while True:
-            yield self.indices(i)
-            i += 1
-
-
 class ProblemData(L.LightningDataModule):
     def __init__(self, n_problems: int, cfg: GRPOConfig, module: GRPOModule) -> None:
         super().__init__()
         self.n_problems, self.cfg, self.module = n_problems, cfg, module
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            ProblemBatches(self.n_problems, self.cfg.prompts_per_step, self.cfg.seed, self.module.steps_done),
-            batch_size=None,
+        """Step i's problems are a pure function of (seed, i), as for PPO's prompts: a resumed run sees the
+        same ones."""
+        if self.n_problems < self.cfg.prompts_per_step:
+            raise ValueError(
+                f"only {self.n_problems} training problems for {self.cfg.prompts_per_step} per step: "
+                "raise rlvr.problems.size or lower rlvr.grpo.prompts_per_step"
+            )
+        batches = PromptBatches(
+            self.n_problems, self.cfg.prompts_per_step, self.cfg.seed, self.module.steps_done
         )
+        return DataLoader(batches, batch_size=None)
 
 
 @dataclass

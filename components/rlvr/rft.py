@@ -24,11 +24,11 @@ from omegaconf import DictConfig
 from components.chat.protocol import ChatFormat, Conversation, assistant_text, validate_conversation
 from components.model.checkpoint import WEIGHTS, load_model, save_model
 from components.model.gpt import GPT
+from components.rlhf.ppo import PromptBatches
 from components.rlhf.sampling import Reply, sample_replies
 from components.rlvr.evaluation import sampling_params
 from components.rlvr.rewards import RewardWeights, verify
 from components.tasks.base import TaskExample
-from components.training.data import epoch_order
 from components.training.pretrain import LAST, final_model, fit_and_validate, resume_point, stage_trainer
 from components.training.pretrain_module import OptimConfig
 from components.training.sft_data import SFTData, pack
@@ -94,10 +94,8 @@ def solution_conversation(example: TaskExample, reply: Reply) -> Conversation:
 
 def round_problems(n: int, per_round: int, seed: int, round_index: int) -> list[int]:
     """Round r's problems: the r-th slice of a seeded order over all rounds (fresh problems while they
-    last, then the next epoch's order)."""
-    sample = np.arange(round_index * per_round, (round_index + 1) * per_round)
-    epochs, within = np.divmod(sample, n)
-    return [int(epoch_order(seed, n, int(e))[w]) for e, w in zip(epochs, within, strict=True)]
+    last, then the next epoch's order), exactly as PPO draws its prompt batches."""
+    return PromptBatches(n, per_round, seed, 0).indices(round_index).tolist()
 
 
 def run_rft(

@@ -7,25 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from components.config import load_config
-from components.model.checkpoint import save_model
-from components.model.config import GPTConfig
-from components.model.gpt import GPT
 from components.rlvr.rlvr import compute_curve_fit, run_rlvr
-from components.tokenizer.bpe import Tokenizer
-from tests.token_fixtures import build_pydoc_token_store
+from tests.token_fixtures import save_random_chat_model
 
 
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory):
-    tokenizer = Tokenizer.load(build_pydoc_token_store(tmp_path_factory.mktemp("tokenizer")))
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_embd=64, n_head=4, seq_len=128))
-    out = save_model(model, tmp_path_factory.mktemp("sft") / "model")
-    tokenizer.save(out / "tokenizer.json")
-    return out
+    return save_random_chat_model(tmp_path_factory)
 
 
 def config(root, sft_dir, *extra: str):
