@@ -21,7 +21,7 @@ def build_pydoc_token_store(out: Path, vocab_size: int = 512) -> Path:
 
 
 def save_random_chat_model(tmp_path_factory, seq_len: int = 128) -> Path:
-    """A saved random GPT (2 layers, 64 wide) with the pydoc tokenizer: a stand-in SFT model in stage tests."""
+    """A saved random GPT (2 layers, 64 wide) with the pydoc tokenizer: a stand-in SFT model for tests."""
     import torch
 
     from components.model.checkpoint import save_model
