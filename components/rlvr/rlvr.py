@@ -341,22 +341,25 @@ def run_rlvr(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | Non
     return RLVRResult(out, model_dir, hf_dir, metrics, histories, resumed)
 
 
-def compute_curve_fit(eval_history: list[dict[str, float]], key: str = "heldout/accuracy") -> dict:
-    """ScaleRL's sigmoid through held-out accuracy against GRPO training FLOPs, R0 fixed at the start."""
+def compute_curve_fit(eval_history: list[dict[str, float]], key: str = "heldout/pass_at_1") -> dict:
+    """ScaleRL's sigmoid through the held-out pass rate (mean over samples, what RL optimises) against
+    GRPO training FLOPs, R0 fixed at the start. Intervals come from the fit's covariance: with a handful of
+    points, resampling them says little."""
     points = [(row["rl/flops"], row[key]) for row in eval_history if key in row]
     if len(points) < 4:
         return {
             "fitted": 0,
+            "metric": key,
             "reason": f"{len(points)} held-out points; the sigmoid needs the start and 3 more",
         }
     r0 = points[0][1]
     compute = np.array([c for c, _ in points[1:]])
-    accuracy = np.array([a for _, a in points[1:]])
+    rate = np.array([a for _, a in points[1:]])
     try:
-        fit = fit_sigmoid(compute, accuracy, R0=r0, A_max=1.0)
+        fit = fit_sigmoid(compute, rate, R0=r0, A_max=1.0, bootstrap=0)
     except (ValueError, RuntimeError) as exc:
-        return {"fitted": 0, "reason": str(exc)}
-    return {"fitted": 1, **fit.to_dict()}
+        return {"fitted": 0, "metric": key, "reason": str(exc)}
+    return {"fitted": 1, "metric": key, **fit.to_dict()}
 
 
 def report_markdown(
@@ -430,9 +433,10 @@ def report_markdown(
         ]
         for row in histories["rft"]:
             lines.append(f"| {int(row['round'])} | " + " | ".join(f"{row[key]:.4g}" for key in keys) + " |")
-    lines += ["", "## Held-out accuracy against GRPO compute (ScaleRL sigmoid)", ""]
+    lines += ["", "## Held-out pass rate against GRPO compute (ScaleRL sigmoid)", ""]
     if fit.get("fitted"):
-        lines.append("R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B), R0 fixed at the starting accuracy.")
+        lines.append(f"R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B) for `{fit['metric']}`, R0 fixed at its "
+                     "start; A is the asymptote, B the efficiency, C_mid the compute at half the gain.")
         lines.append("")
         lines.append("```json\n" + json.dumps(fit, indent=1, sort_keys=True) + "\n```")
     else:

@@ -62,14 +62,14 @@ def test_grpo_and_rft_can_be_switched_off_but_not_both(tmp_path, sft_dir):
 
 
 def test_sigmoid_curve_fit_needs_enough_points_and_recovers_a_curve():
-    assert compute_curve_fit([{"step": 0, "rl/flops": 0.0, "heldout/accuracy": 0.2}])["fitted"] == 0
+    assert compute_curve_fit([{"step": 0, "rl/flops": 0.0, "heldout/pass_at_1": 0.2}])["fitted"] == 0
     compute = [0.0, 1e12, 2e12, 4e12, 8e12, 1.6e13, 3.2e13]
     truth = {"A": 0.8, "B": 1.5, "C_mid": 4e12}
     rows = [
         {
             "step": i,
             "rl/flops": c,
-            "heldout/accuracy": 0.2
+            "heldout/pass_at_1": 0.2
             if c == 0
             else 0.2 + (truth["A"] - 0.2) / (1 + (truth["C_mid"] / c) ** truth["B"]),
         }
@@ -77,4 +77,6 @@ def test_sigmoid_curve_fit_needs_enough_points_and_recovers_a_curve():
     ]
     fit = compute_curve_fit(rows)
     assert fit["fitted"] == 1
+    assert fit["metric"] == "heldout/pass_at_1"
     assert fit["A"] == pytest.approx(0.8, abs=0.02) and fit["C_mid"] == pytest.approx(4e12, rel=0.1)
+    assert fit["intervals"]["A"][0] <= 0.8 <= fit["intervals"]["A"][1]
