@@ -34,7 +34,8 @@ COMMANDS: dict[str, Command] = {
     "pipeline": Command(
         "flows.pipeline:pipeline_flow",
         "run every stage that exists, in order, under one parent MLflow run",
-        "Runs the whole pipeline (now: data, tokenizer, pretrain, sft, reward, rlhf, rlvr) as one Prefect "
+        "Runs the whole pipeline (now: data, tokenizer, pretrain, scaling, sft, reward, rlhf, rlvr) as one "
+        "Prefect "
         "flow. "
         "Each stage is a subflow with its own MLflow run nested under the pipeline's run, writing under "
         "${paths.root}/<stage>/.",
@@ -62,6 +63,17 @@ COMMANDS: dict[str, Command] = {
         "cosine decay; logs loss, bits per byte, tokens/s and sample generations to MLflow, checkpoints "
         "to ${paths.root}/pretrain/checkpoints (rerunning resumes), and registers the final model "
         "(safetensors + a transformers LlamaForCausalLM export) in the MLflow registry.",
+    ),
+    "scaling": Command(
+        "flows.scaling:scaling_flow",
+        "scaling-law sweep: short pretraining runs, Chinchilla/Kaplan fits, the compute-optimal plan",
+        "Trains the sweep (scaling.sweep: model sizes x token budgets, or IsoFLOP budgets x sizes, each run "
+        "with a schedule of its own length) as mapped Prefect tasks with one MLflow run each, fits "
+        "L = E + A/N^alpha + B/D^beta (Huber in log space, Hoffmann's starts, bootstrap intervals), IsoFLOP "
+        "parabolas and Kaplan's laws, predicts a held-out larger run, and writes ${paths.root}/scaling/"
+        "{fit.json,report.md,runs.csv,scaling.duckdb,*.png}. scaling.points=PATH.csv fits a table of (N, D "
+        "or C, loss) from anywhere instead. `llmops scaling plan compute=1e19` prints the compute-optimal "
+        "N, D and a model config of ours from the fitted law.",
     ),
     "sft": Command(
         "flows.sft:sft_flow",
@@ -143,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "scaling" and args.overrides[:1] == ["plan"]:
+        return scaling_plan(args.overrides[1:], args.cfg)
     command = COMMANDS[args.command]
     try:
         cfg = load_config([*args.overrides, f"stage={args.command}"])
@@ -162,6 +176,40 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if result is not None:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def scaling_plan(overrides: list[str], print_cfg: bool) -> int:
+    """`llmops scaling plan compute=1e19 [overrides]`: the compute-optimal run from the fitted law.
+
+    A calculation, not a pipeline run: no Prefect flow, no MLflow run. `compute=` is short for
+    `scaling.plan.compute=`."""
+    overrides = [f"scaling.plan.{o}" if o.split("=", 1)[0] == "compute" else o for o in overrides]
+    try:
+        cfg = load_config([*overrides, "stage=scaling"])
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"llmops scaling plan: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    if print_cfg:
+        print(to_yaml(cfg.scaling.plan), end="")
+        return 0
+    from components.scaling.stage import plan
+
+    try:
+        result = plan(cfg)
+    except USER_ERRORS as e:
+        print(f"llmops scaling plan: error: {e}", file=sys.stderr)
+        return 1
+    m = result["model"]
+    print(f"compute {result['compute']:.3g} FLOPs -> N_opt {result['N_opt']:.4g} parameters, D_opt "
+          f"{result['D_opt']:.4g} tokens ({result['tokens_per_param']:.1f} tokens per parameter), predicted "
+          f"loss {result['predicted_loss']:.4f}\n"
+          f"our nearest model: {m['n_layer']} layers x {m['n_embd']} wide, {m['n_head']} heads: "
+          f"{result['model_params']:.4g} parameters as the fit counts them "
+          f"({result['model_params_with_embeddings']:.4g} with embeddings), {result['tokens']:.4g} tokens "
+          f"= {result['steps']} steps of {result['tokens_per_step']} tokens\n"
+          f"  {result['command']}", file=sys.stderr)
+    print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
 

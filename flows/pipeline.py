@@ -13,11 +13,12 @@ from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
 from flows.rlhf import rlhf_flow
 from flows.rlvr import rlvr_flow
+from flows.scaling import scaling_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 
 STAGES = {"data": data_flow, "tokenizer": tokenizer_flow, "pretrain": pretrain_flow,
-          "sft": sft_flow, "reward": reward_flow, "rlhf": rlhf_flow, "rlvr": rlvr_flow}
+          "scaling": scaling_flow, "sft": sft_flow, "reward": reward_flow, "rlhf": rlhf_flow, "rlvr": rlvr_flow}
 
 
 @flow(name="pipeline")

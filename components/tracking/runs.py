@@ -342,10 +342,11 @@ def stage_run(
     stage: str,
     parent_run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
 ) -> Iterator[StageRun]:
     """One MLflow run for one execution of `stage`, nested under `parent_run_id` (the pipeline's run).
 
-    The run is named `<stage>-<profile>`, tagged with stage, profile, git commit/dirty (of
+    The run is named `run_name` (default `<stage>-<profile>`), tagged with stage, profile, git commit/dirty (of
     `paths.project`) and any `tags`, and gets the resolved config as params and as artifact
     `config.yaml`. It ends FINISHED, or FAILED if the block raises (KILLED for KeyboardInterrupt and
     other BaseExceptions); the exception propagates. Without `parent_run_id` the run nests under the
@@ -373,7 +374,7 @@ def stage_run(
 
         active = mlflow.start_run(
             experiment_id=experiment_id,
-            run_name=f"{stage}-{profile}" if profile is not None else stage,
+            run_name=run_name or (f"{stage}-{profile}" if profile is not None else stage),
             nested=mlflow.active_run() is not None,
             parent_run_id=parent_run_id,
             tags=run_tags,
