@@ -18,7 +18,8 @@ from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 
 STAGES = {"data": data_flow, "tokenizer": tokenizer_flow, "pretrain": pretrain_flow,
-          "scaling": scaling_flow, "sft": sft_flow, "reward": reward_flow, "rlhf": rlhf_flow, "rlvr": rlvr_flow}
+          "scaling": scaling_flow, "sft": sft_flow, "reward": reward_flow, "rlhf": rlhf_flow,
+          "rlvr": rlvr_flow}
 
 
 @flow(name="pipeline")

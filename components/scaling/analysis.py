@@ -229,9 +229,10 @@ def report_markdown(fits: dict, points: ScalingPoints, rows: list[dict] | None, 
                      f"{o['loss']:.4f} |")
     if holdout is not None:
         lines += ["", "## Held-out run", "",
-                  f"`{holdout['name']}` (N = {holdout['N']:.4g}, D = {holdout['D']:.4g}, C = {holdout['C']:.3g}, "
-                  f"{holdout['C'] / points.C.max():.1f}x the largest fitted compute): loss {holdout['loss']:.4f}, "
-                  f"predicted {holdout['predicted']:.4f}, relative error {holdout['rel_error']:+.2%}."]
+                  f"`{holdout['name']}` (N = {holdout['N']:.4g}, D = {holdout['D']:.4g}, "
+                  f"C = {holdout['C']:.3g}, {holdout['C'] / points.C.max():.1f}x the largest fitted "
+                  f"compute): loss {holdout['loss']:.4f}, predicted {holdout['predicted']:.4f}, "
+                  f"relative error {holdout['rel_error']:+.2%}."]
     if rows:
         lines += ["", "## Runs", "", "| run | role | N | D | C | steps | lr | loss | seconds |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

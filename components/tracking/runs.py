@@ -346,8 +346,8 @@ def stage_run(
 ) -> Iterator[StageRun]:
     """One MLflow run for one execution of `stage`, nested under `parent_run_id` (the pipeline's run).
 
-    The run is named `run_name` (default `<stage>-<profile>`), tagged with stage, profile, git commit/dirty (of
-    `paths.project`) and any `tags`, and gets the resolved config as params and as artifact
+    The run is named `run_name` (default `<stage>-<profile>`), tagged with stage, profile, git
+    commit/dirty (of `paths.project`) and any `tags`, and gets the resolved config as params and as artifact
     `config.yaml`. It ends FINISHED, or FAILED if the block raises (KILLED for KeyboardInterrupt and
     other BaseExceptions); the exception propagates. Without `parent_run_id` the run nests under the
     calling thread's active MLflow run, if any (MLflow's own rule)."""

@@ -39,7 +39,7 @@ def test_isoflop_plan_spends_each_budget_with_its_own_schedule(tmp_path, tokeniz
     assert len(fit) == 6 and [p.role for p in points].count(HOLDOUT) == 1
     for p in fit:  # D = steps x tokens per step, C = 6 N D within the rounding of one step
         assert abs(p.C / p.budget - 1) < 6 * p.N * p.tokens_per_step / p.budget + 1e-9
-        assert p.C == pytest.approx(6 * p.N * p.D)
+        assert pytest.approx(6 * p.N * p.D) == p.C
     run = point_config(cfg, fit[0])
     assert run.pretrain.max_steps == fit[0].steps  # a whole run of its own length, never a truncated one
     assert run.pretrain.optim.warmup_steps == math.ceil(0.05 * fit[0].steps)
@@ -51,7 +51,8 @@ def test_counting_switches_change_N_and_C(tmp_path, tokenizer_dir) -> None:
     base = {p.name: p for p in plan_sweep(tiny(tmp_path, tokenizer_dir, "scaling.sweep.mode=grid",
                                                 "scaling.sweep.tokens=[20000]"), 512)}
     emb = {p.name: p for p in plan_sweep(tiny(tmp_path, tokenizer_dir, "scaling.sweep.mode=grid",
-                                               "scaling.sweep.tokens=[20000]", "scaling.counting.embeddings=true",
+                                               "scaling.sweep.tokens=[20000]",
+                                               "scaling.counting.embeddings=true",
                                                "scaling.counting.attention_flops=true"), 512)}
     assert base.keys() == emb.keys()
     for name, p in base.items():
@@ -143,7 +144,7 @@ def test_points_csv_skips_and_counts_bad_rows(tmp_path) -> None:
     path.write_text("params,tokens,loss\n1e6,2e7,3.1\n2e6,,3.0\n-1,2e7,3.0\n1e6,2e7,nan\n4e6,8e7,2.9\n")
     points = read_points(path)
     assert len(points) == 2 and points.skipped == {"bad_D_and_C": 1, "bad_N": 1, "bad_loss": 1}
-    assert points.C == pytest.approx(6 * points.N * points.D)
+    assert pytest.approx(6 * points.N * points.D) == points.C
     (tmp_path / "bad.csv").write_text("size,loss\n1,2\n")
     with pytest.raises(ValueError, match="lacks column"):
         read_points(tmp_path / "bad.csv")
