@@ -25,6 +25,7 @@ from components.tracking import stage_run
 from components.tracking.lightning import StageRunLogger
 
 STAGE = "scaling"
+SWEEP_RUN = "scaling.run"  # the `stage` tag of the sweep's runs, nested under the stage's own run
 FILES = ("fit.json", "metrics.json", "report.md", "runs.csv")
 
 
@@ -33,7 +34,7 @@ FILES = ("fit.json", "metrics.json", "report.md", "runs.csv")
 @task(name="scaling-run", task_run_name="{point.name}", cache_policy=NO_CACHE)
 def train_point_task(cfg: DictConfig, point: SweepPoint, parent_run_id: str) -> dict:
     """Train one run of the sweep in a child MLflow run (curves, final loss, config)."""
-    with stage_run(cfg, STAGE, parent_run_id=parent_run_id, run_name=point.name,
+    with stage_run(cfg, SWEEP_RUN, parent_run_id=parent_run_id, run_name=point.name,
                    tags={"scaling.role": point.role}) as run:
         run.log_params({f"point.{k}": v for k, v in point.to_dict().items()})
         row = train_point(cfg, point, logger=StageRunLogger(run))
@@ -67,8 +68,7 @@ def record(run, result: ScalingResult) -> None:
     for name in (*FILES, "scaling.duckdb"):
         if (result.output_dir / name).exists():
             run.log_artifact(result.output_dir / name)
-    for figure in result.figures:
-        run.log_artifact(figure, "figures")
+    run.log_artifacts(result.output_dir / "figures", "figures")
     run.log_dvc_hashes(inputs={}, outputs={"fit": Path(result.output_dir) / "fit.json"})
     create_markdown_artifact((result.output_dir / "report.md").read_text(), key="scaling-report",
                              description="Fitted scaling laws, held-out prediction, compute-optimal plan")

@@ -6,7 +6,7 @@
 The flow (flows/scaling.py) maps `train_point` over `plan_sweep` as Prefect tasks, each with its own
 MLflow run, then calls `finish_sweep`. Outputs under `${scaling.output_dir}`: `fit.json`, `metrics.json`,
 `report.md`, `runs.csv`, `scaling.duckdb` (tables `runs`, `fit_params`, `isoflop`, `compute_optimal`)
-and the figures.
+and `figures/`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,15 +131,18 @@ def _finish(cfg: DictConfig, points: ScalingPoints, k: float, groups: np.ndarray
                     "eval/holdout_rel_error": held["rel_error"],
                     "eval/holdout_abs_rel_error": abs(held["rel_error"]),
                     "eval/holdout_compute_ratio": holdout["C"] / float(points.C.max())}
-    figures = [plot_frontier(points, fits, out / "frontier.png", held),
-               plot_residuals(points, fits, out / "residuals.png", held)]
-    iso = plot_isoflop(points, fits, points.C if groups is None else groups, out / "isoflop.png")
+    fig_dir = out / "figures"  # one folder: which figures exist depends on the design (IsoFLOP or grid)
+    shutil.rmtree(fig_dir, ignore_errors=True)
+    fig_dir.mkdir()
+    figures = [plot_frontier(points, fits, fig_dir / "frontier.png", held),
+               plot_residuals(points, fits, fig_dir / "residuals.png", held)]
+    iso = plot_isoflop(points, fits, points.C if groups is None else groups, fig_dir / "isoflop.png")
     if iso is not None:
         figures.insert(0, iso)
     (out / "fit.json").write_text(json.dumps(fits, indent=1, sort_keys=True, default=_json_default))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     (out / "report.md").write_text(report_markdown(fits, points, rows, held, counting,
-                                                   [f.name for f in figures]))
+                                                   [f"figures/{f.name}" for f in figures]))
     if rows is not None:
         write_runs_csv(rows, out / "runs.csv")
     write_catalog(out / "scaling.duckdb", rows, points, fits)

@@ -73,3 +73,27 @@ def test_a_stage_without_its_input_says_which_stage_to_run(prefect_harness, caps
     assert main([command, "profile=tiny", f"paths.root={tmp_path}"]) == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after Prefect's own log lines
     assert last_line.startswith(f"llmops {command}: error:") and message in last_line
+
+
+def test_scaling_plan_prints_the_compute_optimal_run(capsys, tmp_path):
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.3478, "beta": 0.3658,
+                               "flops_per_param_token": 6.0, "counting": {"embeddings": True}}))
+    args = ["scaling", "plan", "compute=5.76e23", f"scaling.plan.fit={fit}", f"paths.root={tmp_path}"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    plan = json.loads(captured.out)
+    assert plan["compute"] == 5.76e23
+    assert plan["N_opt"] == pytest.approx(7.2e10, rel=0.05)  # Epoch's numbers (chinchilla README)
+    assert plan["tokens_per_param"] == pytest.approx(18, rel=0.05)
+    assert "llmops pretrain model.n_layer=" in captured.err and "tokens per parameter" in captured.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compute=1e19"], "run `llmops scaling`"),
+    ([], "give the budget"),
+])
+def test_scaling_plan_errors_say_what_to_do(capsys, tmp_path, args, message):
+    assert main(["scaling", "plan", *args, f"paths.root={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

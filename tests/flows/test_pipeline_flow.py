@@ -1,7 +1,6 @@
-"""The pipeline flow for real (data -> tokenizer -> pretrain -> sft -> reward -> rlhf,
-rlvr): Prefect's test
-harness, MLflow on SQLite, datatrove with two workers on the tiny demo corpus, Lightning on the CPU. One
-run, many checks."""
+"""The pipeline flow for real (data -> tokenizer -> pretrain -> scaling, sft -> reward -> rlhf, rlvr):
+Prefect's test harness, MLflow on SQLite, datatrove with two workers on the tiny demo corpus, Lightning
+on the CPU. One run, many checks."""
 
 from __future__ import annotations
 
@@ -54,7 +53,8 @@ def test_stage_run_is_nested_and_records_config_commit_and_dvc_hashes(pipeline_r
 
     root, _ = pipeline_run
     client, runs = _runs(root)
-    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "sft", "reward", "rlhf", "rlvr"}
+    assert set(runs) == {"pipeline", "data", "tokenizer", "pretrain", "scaling", "scaling.run", "sft",
+                         "reward", "rlhf", "rlvr"}
     data_run, parent = runs["data"], runs["pipeline"]
     assert data_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert data_run.info.status == parent.info.status == "FINISHED"
@@ -124,6 +124,27 @@ def test_pretrain_stage_learns_logs_curves_samples_and_registers_the_model(pipel
     from components.model.checkpoint import load_model
 
     assert load_model(local).config.num_params() == metrics["params"]
+
+
+def test_scaling_stage_sweeps_in_child_runs_fits_and_predicts(pipeline_run):
+    root, state = pipeline_run
+    client, runs = _runs(root)
+    run = runs["scaling"]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == runs["pipeline"].info.run_id
+    children = client.search_runs([run.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert len(children) == 7 and {c.data.tags["stage"] for c in children} == {"scaling.run"}
+    assert sorted(c.data.tags["scaling.role"] for c in children) == ["fit"] * 6 + ["holdout"]
+    assert all(c.info.status == "FINISHED" and c.data.metrics["val/loss"] > 0 for c in children)
+    assert len(client.get_metric_history(children[0].info.run_id, "train/loss")) > 1
+    metrics = state.result()["scaling"]
+    assert metrics == json.loads((root / "scaling" / "metrics.json").read_text())
+    assert metrics["scaling/runs_fitted"] == 6 and "eval/holdout_rel_error" in metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"fit.json", "report.md", "runs.csv", "scaling.duckdb", "figures", "config.yaml"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
+        "figures/isoflop.png", "figures/frontier.png", "figures/residuals.png"}
 
 
 def test_sft_stage_trains_evaluates_against_the_base_model_and_registers(pipeline_run):
