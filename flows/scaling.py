@@ -21,7 +21,7 @@ from components.scaling.stage import (
     train_point,
 )
 from components.scaling.sweep import SweepPoint
-from components.tracking import stage_run
+from components.tracking import StageRun, stage_run
 from components.tracking.lightning import StageRunLogger
 
 STAGE = "scaling"
@@ -62,7 +62,7 @@ def scaling_flow(overrides: list[str] | None = None, parent_run_id: str | None =
     return result.metrics
 
 
-def record(run, result: ScalingResult) -> None:
+def record(run: StageRun, result: ScalingResult) -> None:
     """Metrics, the fit, report, runs table, catalog and figures into the stage's run."""
     run.log_metrics(result.metrics)
     for name in (*FILES, "scaling.duckdb"):
