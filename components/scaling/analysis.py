@@ -94,8 +94,13 @@ def fit_all(points: ScalingPoints, fit_cfg: DictConfig, k: float, isoflop_groups
     out["approach2"] = _approach2(points, points.C if isoflop_groups is None else isoflop_groups, k)
     out["kaplan"] = {"L(N)": _kaplan(points.N, points.loss, "N"), "L(D)": _kaplan(points.D, points.loss, "D")}
     compute = sorted({*(budgets or []), *map(float, fit_cfg.plan_compute)})
+    out["is_scaling_law"] = fit.is_scaling_law
     out["compute_optimal"] = [
-        {"C": c, **compute_optimal(fit, c, k), "loss": float(fit.predict(*_opt(fit, c, k)))} for c in compute]
+        {"C": c, **compute_optimal(fit, c, k), "loss": float(fit.predict(*_opt(fit, c, k)))} for c in compute
+    ] if fit.is_scaling_law else []
+    if not fit.is_scaling_law:
+        log.warning("scaling: the fit has alpha=%.3g, beta=%.3g: loss does not fall with both N and D",
+                    fit.alpha, fit.beta)
     out["flops_per_param_token"] = k
     return out
 
@@ -146,8 +151,9 @@ def plot_frontier(points: ScalingPoints, fits: dict, path: Path, holdout: dict |
     fig.colorbar(sc, ax=ax, label="log10 N")
     c_max = points.C.max() * 10 if holdout is None else max(points.C.max(), holdout["C"]) * 3
     grid = np.geomspace(points.C.min() / 3, c_max, 100)
-    o = compute_optimal(fit, grid, k)
-    ax.plot(grid, fit.predict(o["N_opt"], o["D_opt"]), color="black", lw=1.5, label="fitted frontier")
+    if fit.is_scaling_law:
+        o = compute_optimal(fit, grid, k)
+        ax.plot(grid, fit.predict(o["N_opt"], o["D_opt"]), color="black", lw=1.5, label="fitted frontier")
     if holdout is not None:
         ax.scatter([holdout["C"]], [holdout["loss"]], marker="*", s=180, color="red", zorder=4,
                    label="held-out run")
@@ -202,6 +208,10 @@ def report_markdown(fits: dict, points: ScalingPoints, rows: list[dict] | None, 
               "| parameter | estimate | 95% bootstrap interval |", "| --- | --- | --- |"]
     for name in ("E", "A", "B", "alpha", "beta"):
         lines.append(f"| {name} | {fits[name]:.4g} | {_interval(fits, name)} |")
+    if not fits.get("is_scaling_law", True):
+        lines += ["", f"**Not a scaling law:** alpha = {fits['alpha']:.3g}, beta = {fits['beta']:.3g}; the "
+                  "loss does not fall with both N and D, so there is no compute-optimal allocation. The runs "
+                  "do not follow the law (too few steps for the larger models?): sweep longer runs."]
     lines += ["", f"N_opt ∝ C^{fits['a']:.3f}, D_opt ∝ C^{fits['b']:.3f}; summed Huber objective "
               f"{fits['objective']:.4g}; RMSE in log loss {fits['rmse_log']:.4f}; largest relative error "
               f"on a fitted run {fits['max_abs_rel_error']:.2%}.", ""]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,8 +89,18 @@ class ChinchillaFit:
         return self.alpha / (self.alpha + self.beta)
 
     @property
+    def is_scaling_law(self) -> bool:
+        """Whether loss falls with both N and D (positive A, B, alpha, beta). A fit to runs that do not
+        follow the law (e.g. too few steps for the bigger models) can land on a negative exponent, and
+        then there is no compute-optimal allocation."""
+        return bool(min(self.A, self.B, self.alpha, self.beta) > 0)
+
+    @property
     def G(self) -> float:
-        """(αA/(βB))^(1/(α+β)): N_opt = G (C/k)^a and D_opt = (C/k)^b / G under C = k N D."""
+        """(αA/(βB))^(1/(α+β)): N_opt = G (C/k)^a and D_opt = (C/k)^b / G under C = k N D (nan when the
+        fit is not a scaling law)."""
+        if not self.is_scaling_law:
+            return math.nan
         return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
 
     def to_dict(self) -> dict:
@@ -420,6 +431,11 @@ def compute_optimal(
         raise ValueError("compute must be finite and positive")
     if not flops_per_param_token > 0:
         raise ValueError(f"flops_per_param_token must be positive, got {flops_per_param_token}")
+    if not fit.is_scaling_law:
+        raise ValueError(
+            f"the fitted law (A={fit.A:.3g}, B={fit.B:.3g}, alpha={fit.alpha:.3g}, beta={fit.beta:.3g}) does "
+            "not fall with both N and D, so it has no compute-optimal allocation: the runs do not follow a "
+            "scaling law (too few steps for the larger models?); sweep longer runs or fewer sizes")
     G = fit.G
     x = C / flops_per_param_token
     n_opt = G * x**fit.a

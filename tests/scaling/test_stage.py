@@ -170,6 +170,24 @@ def test_chinchilla_table_through_the_stage(tmp_path) -> None:
     assert chinchilla["tokens_per_param"] == pytest.approx(18, rel=0.1)
 
 
+def test_runs_that_break_the_law_are_reported_not_planned(tmp_path) -> None:
+    """Bigger models worse at every budget (what too-short runs give): the fit is flagged, the report
+    says so, and planning from it is refused with a message instead of a complex-valued G."""
+    n = np.repeat([1e5, 2e5, 4e5, 8e5], 3)
+    d = np.tile([1e6, 2e6, 4e6], 4)
+    loss = 2.0 + 1e-3 * n**0.5 + 300.0 / d**0.4
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, loss, strict=True)))
+    cfg = load_config(["profile=tiny", f"paths.root={tmp_path}", "stage=scaling", f"scaling.points={path}",
+                       "scaling.fit.bootstrap=0"])
+    result = fit_table(cfg)
+    assert result.fit["alpha"] < 0 and result.fit["is_scaling_law"] is False
+    assert result.fit["compute_optimal"] == []
+    assert "Not a scaling law" in (tmp_path / "scaling" / "report.md").read_text()
+    with pytest.raises(ValueError, match="no compute-optimal allocation"):
+        plan_run(load_fit(tmp_path / "scaling" / "fit.json"), 1e19, 4096, 256, 4096)
+
+
 def test_plan_picks_our_shape_nearest_N_opt() -> None:
     fit = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.3478, "beta": 0.3658, "flops_per_param_token": 6.0,
            "counting": {"embeddings": True}}
