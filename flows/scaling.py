@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omegaconf import DictConfig
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -55,7 +55,7 @@ def scaling_flow(overrides: list[str] | None = None, parent_run_id: str | None =
             width = max(1, int(cfg.scaling.sweep.max_parallel))
             rows: list[dict] = []
             for start in range(0, len(points), width):  # at most max_parallel runs train at once
-                futures = train_point_task.map(cfg, points[start:start + width], run.run_id)
+                futures = train_point_task.map(unmapped(cfg), points[start:start + width], run.run_id)
                 rows += [f.result() for f in futures]
             result = finish_sweep(cfg, rows)
         record(run, result)
