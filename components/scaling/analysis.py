@@ -60,9 +60,13 @@ def _kaplan(x: np.ndarray, loss: np.ndarray, name: str) -> dict:
 
 
 def _approach2(points: ScalingPoints, groups: np.ndarray, k: float) -> dict:
-    profiles = isoflop_profiles(points.N, groups, points.loss)
+    # A budget only one run has (every point of a grid design) is no IsoFLOP curve: leave it out.
+    profiles = [p for p in isoflop_profiles(points.N, groups, points.loss) if p["n_points"] > 1]
     ok = [p for p in profiles if p["status"] == "ok"]
     out: dict = {"profiles": profiles}
+    if not profiles:
+        out["status"] = "no compute budget is shared by several runs (a grid; sweep.mode=isoflop fits it)"
+        return out
     if len(ok) < 2:
         out["status"] = f"needs 2 IsoFLOP budgets with a minimum, has {len(ok)}"
         return out
