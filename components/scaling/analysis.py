@@ -119,6 +119,15 @@ def _opt(fit: ChinchillaFit, c: float, k: float) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _save(fig: plt.Figure, ax: plt.Axes, path: Path) -> Path:
+    """Legend, layout, PNG, and the figure closed (a sweep draws many; pyplot keeps them otherwise)."""
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_isoflop(points: ScalingPoints, fits: dict, groups: np.ndarray, path: Path) -> Path | None:
     """Loss against N for each IsoFLOP budget, its parabola and the Approach-3 prediction along it."""
     profiles = [p for p in fits["approach2"].get("profiles", []) if p["n_points"] >= 3]
@@ -140,11 +149,7 @@ def plot_isoflop(points: ScalingPoints, fits: dict, groups: np.ndarray, path: Pa
             ax.axvline(p["N_opt"], color=color, ls=":", lw=1)
     ax.set(xscale="log", xlabel="parameters N", ylabel="final validation loss (nats/token)",
            title="IsoFLOP curves (solid: parabola, dashed: fitted law)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_frontier(points: ScalingPoints, fits: dict, path: Path, holdout: dict | None = None) -> Path:
@@ -165,11 +170,7 @@ def plot_frontier(points: ScalingPoints, fits: dict, path: Path, holdout: dict |
                    label="its prediction")
     ax.set(xscale="log", xlabel="training compute C (FLOPs)", ylabel="final validation loss",
            title="Loss against compute")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_residuals(points: ScalingPoints, fits: dict, path: Path, holdout: dict | None = None) -> Path:
@@ -182,11 +183,7 @@ def plot_residuals(points: ScalingPoints, fits: dict, path: Path, holdout: dict 
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set(xscale="log", xlabel="training compute C (FLOPs)", ylabel="predicted / actual - 1",
            title="Residuals of the Approach-3 fit")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 # --------------------------------------------------------------------------------------------------
