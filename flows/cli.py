@@ -155,13 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "scaling" and args.overrides[:1] == ["plan"]:
-        return scaling_plan(args.overrides[1:], args.cfg)
-    command = COMMANDS[args.command]
+    name, command, overrides = args.command, COMMANDS[args.command], list(args.overrides)
+    if name == "scaling" and overrides[:1] == ["plan"]:  # `compute=` is short for `scaling.plan.compute=`
+        name, command = "scaling plan", SCALING_PLAN
+        overrides = [f"scaling.plan.{o}" if o.split("=", 1)[0] == "compute" else o for o in overrides[1:]]
     try:
-        cfg = load_config([*args.overrides, f"stage={args.command}"])
+        cfg = load_config([*overrides, f"stage={args.command}"])
     except (HydraException, OmegaConfBaseException) as e:
-        print(f"llmops {args.command}: invalid configuration: {e}", file=sys.stderr)
+        print(f"llmops {name}: invalid configuration: {e}", file=sys.stderr)
         return 2
     if args.cfg:
         print(to_yaml(cfg), end="")
@@ -170,36 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         use_project_prefect_home(cfg.paths.state)
     module, function = command.target.split(":")
     try:
-        result = getattr(importlib.import_module(module), function)(list(args.overrides))
+        result = getattr(importlib.import_module(module), function)(overrides)
     except USER_ERRORS as e:  # bad input or a diverged run: the message says what to change
-        print(f"llmops {args.command}: error: {e}", file=sys.stderr)
+        print(f"llmops {name}: error: {e}", file=sys.stderr)
         return 1
     if result is not None:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
 
 
-def scaling_plan(overrides: list[str], print_cfg: bool) -> int:
-    """`llmops scaling plan compute=1e19 [overrides]`: the compute-optimal run from the fitted law.
-
-    A calculation, not a pipeline run: no Prefect flow, no MLflow run. `compute=` is short for
-    `scaling.plan.compute=`."""
-    overrides = [f"scaling.plan.{o}" if o.split("=", 1)[0] == "compute" else o for o in overrides]
-    try:
-        cfg = load_config([*overrides, "stage=scaling"])
-    except (HydraException, OmegaConfBaseException) as e:
-        print(f"llmops scaling plan: invalid configuration: {e}", file=sys.stderr)
-        return 2
-    if print_cfg:
-        print(to_yaml(cfg.scaling.plan), end="")
-        return 0
+def scaling_plan(overrides: list[str]) -> dict:
+    """`llmops scaling plan compute=1e19 [overrides]`: the compute-optimal run from the fitted law; a
+    summary on stderr, the JSON (returned) on stdout. A calculation: no Prefect flow, no MLflow run."""
     from components.scaling.stage import plan
 
-    try:
-        result = plan(cfg)
-    except USER_ERRORS as e:
-        print(f"llmops scaling plan: error: {e}", file=sys.stderr)
-        return 1
+    result = plan(load_config([*overrides, "stage=scaling"]))
     m = result["model"]
     print(f"compute {result['compute']:.3g} FLOPs -> N_opt {result['N_opt']:.4g} parameters, D_opt "
           f"{result['D_opt']:.4g} tokens ({result['tokens_per_param']:.1f} tokens per parameter), predicted "
@@ -209,8 +195,10 @@ def scaling_plan(overrides: list[str], print_cfg: bool) -> int:
           f"({result['model_params_with_embeddings']:.4g} with embeddings), {result['tokens']:.4g} tokens "
           f"= {result['steps']} steps of {result['tokens_per_step']} tokens\n"
           f"  {result['command']}", file=sys.stderr)
-    print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
+    return result
+
+
+SCALING_PLAN = Command("flows.cli:scaling_plan", "", "", flow=False)
 
 
 def use_project_prefect_home(state_dir: str) -> None:

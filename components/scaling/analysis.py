@@ -99,9 +99,7 @@ def fit_all(points: ScalingPoints, fit_cfg: DictConfig, k: float, isoflop_groups
     out["kaplan"] = {"L(N)": _kaplan(points.N, points.loss, "N"), "L(D)": _kaplan(points.D, points.loss, "D")}
     compute = sorted({*(budgets or []), *map(float, fit_cfg.plan_compute)})
     out["is_scaling_law"] = fit.is_scaling_law
-    out["compute_optimal"] = [
-        {"C": c, **compute_optimal(fit, c, k), "loss": float(fit.predict(*_opt(fit, c, k)))} for c in compute
-    ] if fit.is_scaling_law else []
+    out["compute_optimal"] = [_optimal_at(fit, c, k) for c in compute] if fit.is_scaling_law else []
     if not fit.is_scaling_law:
         log.warning("scaling: the fit has alpha=%.3g, beta=%.3g: loss does not fall with both N and D",
                     fit.alpha, fit.beta)
@@ -109,9 +107,10 @@ def fit_all(points: ScalingPoints, fit_cfg: DictConfig, k: float, isoflop_groups
     return out
 
 
-def _opt(fit: ChinchillaFit, c: float, k: float) -> tuple[float, float]:
+def _optimal_at(fit: ChinchillaFit, c: float, k: float) -> dict[str, float]:
+    """The compute-optimal row at budget c: N_opt, D_opt, tokens per parameter and the predicted loss."""
     o = compute_optimal(fit, c, k)
-    return o["N_opt"], o["D_opt"]
+    return {"C": c, **o, "loss": float(fit.predict(o["N_opt"], o["D_opt"]))}
 
 
 # --------------------------------------------------------------------------------------------------
