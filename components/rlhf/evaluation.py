@@ -41,7 +41,9 @@ def evaluate_policies(models: Mapping[str, GPT], reference: GPT, reward_model: R
                       labeler: Labeler, examples: Sequence[TaskExample], params: SamplingParams,
                       samples_per_prompt: int, baseline: str = "sft") -> tuple[dict[str, float], list[dict]]:
     """Metrics `eval/<name>_<model>` for every model, and `eval/labeler_{win,tie,loss}_rate_<model>`:
-    on how many prompts the labeler's mean judgement of the model's replies beats the baseline's."""
+    on how many prompts the labeler's mean judgement of the model's replies beats the baseline's; the
+    labeler's score and those rates also per task (`eval/<task>/...`), since tasks the baseline already
+    gets right can only tie or lose."""
     prompts = [fmt.render_prompt(ex.prompt) for ex in examples]
     k = samples_per_prompt
     metrics: dict[str, float] = {}
@@ -69,12 +71,16 @@ def evaluate_policies(models: Mapping[str, GPT], reference: GPT, reward_model: R
                     for (ex, reply), score, kl, judgement in zip(
                         ((ex, reply) for ex, group in zip(examples, groups, strict=True) for reply in group),
                         scores, kls, judged, strict=True)]
-    if baseline in per_prompt:
-        for name, prompt_scores in per_prompt.items():
-            if name == baseline:
+    tasks = np.array([ex.task for ex in examples])
+    groups = {"eval": np.ones(len(examples), bool)} | {f"eval/{t}": tasks == t for t in sorted(set(tasks))}
+    for name, prompt_scores in per_prompt.items():
+        for prefix, rows in groups.items():
+            if prefix != "eval":
+                metrics[f"{prefix}/labeler_score_{name}"] = float(prompt_scores[rows].mean())
+            if name == baseline or baseline not in per_prompt:
                 continue
-            diff = prompt_scores - per_prompt[baseline]
-            metrics |= {f"eval/labeler_win_rate_{name}": float((diff > 1e-9).mean()),
-                        f"eval/labeler_tie_rate_{name}": float((np.abs(diff) <= 1e-9).mean()),
-                        f"eval/labeler_loss_rate_{name}": float((diff < -1e-9).mean())}
+            diff = prompt_scores[rows] - per_prompt[baseline][rows]
+            metrics |= {f"{prefix}/labeler_win_rate_{name}": float((diff > 1e-9).mean()),
+                        f"{prefix}/labeler_tie_rate_{name}": float((np.abs(diff) <= 1e-9).mean()),
+                        f"{prefix}/labeler_loss_rate_{name}": float((diff < -1e-9).mean())}
     return metrics, records

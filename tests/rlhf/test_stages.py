@@ -5,6 +5,7 @@ model trained and resumed, PPO with and without the KL leash, the report and the
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -72,6 +73,9 @@ def test_rlhf_stage_runs_both_leashes_from_the_same_start(reward_result, root, s
     assert m["eval/kl_sft"] == pytest.approx(0.0, abs=1e-5)
     report = (root / "rlhf" / "report.md").read_text()
     assert "Trajectory with the KL leash" in report and "without the KL leash" in report
+    # One row per labeler rate, with both trained policies' values (no row cut from a model's name).
+    assert report.count("| eval/labeler_win_rate | - | ") == 1 and "_rate_no |" not in report
+    assert re.search(r"\| eval/\w+/labeler_win_rate \| - \| \d", report)  # and per task
     policy, _ = load_pretrained(result.model_dir)
     start = load_pretrained(sft_dir)[0].state_dict()
     assert any(not torch.equal(weight, start[name]) for name, weight in policy.state_dict().items())
