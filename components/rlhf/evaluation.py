@@ -72,9 +72,9 @@ def evaluate_policies(models: Mapping[str, GPT], reference: GPT, reward_model: R
                         ((ex, reply) for ex, group in zip(examples, groups, strict=True) for reply in group),
                         scores, kls, judged, strict=True)]
     tasks = np.array([ex.task for ex in examples])
-    groups = {"eval": np.ones(len(examples), bool)} | {f"eval/{t}": tasks == t for t in sorted(set(tasks))}
+    subsets = {"eval": np.ones(len(examples), bool)} | {f"eval/{t}": tasks == t for t in sorted(set(tasks))}
     for name, prompt_scores in per_prompt.items():
-        for prefix, rows in groups.items():
+        for prefix, rows in subsets.items():
             if prefix != "eval":
                 metrics[f"{prefix}/labeler_score_{name}"] = float(prompt_scores[rows].mean())
             if name == baseline or baseline not in per_prompt:
