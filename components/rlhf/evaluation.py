@@ -13,7 +13,7 @@ import torch
 from components.chat.protocol import ChatFormat, assistant_text
 from components.model.engine import SamplingParams
 from components.model.gpt import GPT
-from components.rlhf.labeler import Labeler, repetition_rate
+from components.rlhf.labeler import TIE, Labeler, repetition_rate
 from components.rlhf.ppo_math import kl_estimate, logprobs_from_logits
 from components.rlhf.reward_model import RewardModel
 from components.rlhf.sampling import Reply, sample_replies, sequence_batch
@@ -59,7 +59,6 @@ def evaluate_policies(models: Mapping[str, GPT], reference: GPT, reward_model: R
         correct = [float(j.correct) for j in judged if j.correct is not None]
         per_prompt[name] = np.array([j.score for j in judged]).reshape(len(examples), k).mean(1)
         metrics |= {f"eval/reward_{name}": float(np.mean(scores)), f"eval/kl_{name}": float(np.mean(kls)),
-                    f"eval/labeler_score_{name}": float(per_prompt[name].mean()),
                     f"eval/correct_rate_{name}": float(np.mean(correct)) if correct else math.nan,
                     f"eval/ended_rate_{name}": float(np.mean([r.ended for r in replies])),
                     f"eval/repetition_{name}": float(np.mean([repetition_rate(assistant_text(r.content))
@@ -75,12 +74,11 @@ def evaluate_policies(models: Mapping[str, GPT], reference: GPT, reward_model: R
     subsets = {"eval": np.ones(len(examples), bool)} | {f"eval/{t}": tasks == t for t in sorted(set(tasks))}
     for name, prompt_scores in per_prompt.items():
         for prefix, rows in subsets.items():
-            if prefix != "eval":
-                metrics[f"{prefix}/labeler_score_{name}"] = float(prompt_scores[rows].mean())
+            metrics[f"{prefix}/labeler_score_{name}"] = float(prompt_scores[rows].mean())
             if name == baseline or baseline not in per_prompt:
                 continue
             diff = prompt_scores[rows] - per_prompt[baseline][rows]
-            metrics |= {f"{prefix}/labeler_win_rate_{name}": float((diff > 1e-9).mean()),
-                        f"{prefix}/labeler_tie_rate_{name}": float((np.abs(diff) <= 1e-9).mean()),
-                        f"{prefix}/labeler_loss_rate_{name}": float((diff < -1e-9).mean())}
+            metrics |= {f"{prefix}/labeler_win_rate_{name}": float((diff > TIE).mean()),
+                        f"{prefix}/labeler_tie_rate_{name}": float((np.abs(diff) <= TIE).mean()),
+                        f"{prefix}/labeler_loss_rate_{name}": float((diff < -TIE).mean())}
     return metrics, records

@@ -44,7 +44,7 @@ from components.tasks.base import TaskExample, extract_answer
 from components.tasks.out_of_scope import says_idk
 
 WORKED_TASKS = ("arithmetic", "gsm8k")   # tasks whose replies show step-by-step working
-_TIE = 1e-9                              # score gaps this small are float noise, not a preference
+TIE = 1e-9                               # score gaps this small are float noise, not a preference
 _NUMBER = r"\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _OP = r"[-+x*/\u00d7\u00f7\u2212]"
 _EQUATION = re.compile(rf"(?<![\w.,$])({_NUMBER}(?:\s*{_OP}\s*{_NUMBER})+)\s*=\s*({_NUMBER})(?![\d,]*\d)")
@@ -208,7 +208,7 @@ class Labeler:
         gap as margin; ties never pair (a reward model cannot learn from a coin flip)."""
         scores = self.scores(example, replies)
         order = sorted(range(len(replies)), key=lambda i: -scores[i])
-        floor = max(min_gap, _TIE)
+        floor = max(min_gap, TIE)
         result = []
         for a, better in enumerate(order):
             for worse in order[a + 1:]:
@@ -222,4 +222,4 @@ class Labeler:
     def prefer(self, example: TaskExample, a: Reply, b: Reply) -> int:
         """+1 when `a` scores higher, -1 when `b` does, 0 on a tie."""
         gap = self.judge(example, *a).score - self.judge(example, *b).score
-        return 0 if abs(gap) <= _TIE else (1 if gap > 0 else -1)
+        return 0 if abs(gap) <= TIE else (1 if gap > 0 else -1)
