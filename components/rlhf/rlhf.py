@@ -209,7 +209,7 @@ def report_markdown(metrics: dict[str, float], histories: dict[str, list[dict[st
     """The held-out comparison, then each run's trajectory (about `rows` evenly spaced iterations)."""
     names = [n for n in ("sft", "rlhf", "no_kl") if f"eval/reward_{n}" in metrics]
     stems = sorted({k.removesuffix("_sft") for k in metrics if k.startswith("eval/") and k.endswith("_sft")})
-    stems += sorted({k.removesuffix(f"_{n}") for k in metrics for n in names[1:]
+    stems += sorted({k.removesuffix(f"_{n}") for k in metrics for n in names
                      if k.startswith("eval/") and "/labeler_" in k and "_rate_" in k and k.endswith(f"_{n}")})
     lines = ["# RLHF: PPO against the reward model, with and without the KL leash", "",
              f"KL leash: {_leash(ppo)}, initial coefficient {ppo.kl_coef}, estimator {ppo.kl_estimator}. "
