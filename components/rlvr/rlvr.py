@@ -337,7 +337,7 @@ def run_rlvr(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | Non
     for name, hist in histories.items():
         with (out / f"history_{name}.jsonl").open("w") as f:
             f.writelines(json.dumps(row) + "\n" for row in hist)
-    (out / "report.md").write_text(report_markdown(metrics, histories, fit, k))
+    (out / "report.md").write_text(report_markdown(metrics, histories, fit, k, float(e.temperature)))
     return RLVRResult(out, model_dir, hf_dir, metrics, histories, resumed)
 
 
@@ -363,7 +363,12 @@ def compute_curve_fit(eval_history: list[dict[str, float]], key: str = "heldout/
 
 
 def report_markdown(
-    metrics: dict[str, float], histories: dict[str, list[dict[str, float]]], fit: dict, k: int, rows: int = 12
+    metrics: dict[str, float],
+    histories: dict[str, list[dict[str, float]]],
+    fit: dict,
+    k: int,
+    temperature: float,
+    rows: int = 12,
 ) -> str:
     names = [n for n in ("sft", "grpo", "rft") if f"eval/accuracy_{n}" in metrics]
     stems = [
@@ -381,8 +386,9 @@ def report_markdown(
         "# RLVR: GRPO and rejection-sampling finetuning on problems with an answer key",
         "",
         f"Held-out problems: {int(metrics['problems_eval'])}. `accuracy` is greedy exact match; pass@1 and "
-        f"pass@{k} come from {k} samples per problem; best-of-{k} (majority) is self-consistency, the "
-        f"inference-time baseline at the same sample count (pass@{k} is best-of-{k} with an oracle).",
+        f"pass@{k} come from {k} samples per problem at temperature {temperature:g}; best-of-{k} (majority) "
+        f"is self-consistency, the inference-time baseline at the same sample count (pass@{k} is "
+        f"best-of-{k} with an oracle).",
         "",
         "| metric | " + " | ".join(names) + " |",
         "| --- |" + " --- |" * len(names),
