@@ -32,7 +32,8 @@ def config(root, sft_dir, *extra: str):
 
 
 def test_rlvr_stage_runs_grpo_and_rft_and_resumes(tmp_path, sft_dir):
-    result = run_rlvr(config(tmp_path, sft_dir))
+    cfg = config(tmp_path, sft_dir)
+    result = run_rlvr(cfg)
     m, hist = result.metrics, result.histories
     assert [row["step"] for row in hist["grpo"]] == [1, 2, 3]
     assert [row["step"] for row in hist["grpo_eval"]] == [0, 2, 3]
@@ -45,8 +46,7 @@ def test_rlvr_stage_runs_grpo_and_rft_and_resumes(tmp_path, sft_dir):
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(m, nan_ok=True)
     report = (out / "report.md").read_text()
     assert "GRPO trajectory" in report and "Rejection-sampling" in report and "sigmoid" in report
-    temperature = config(tmp_path, sft_dir).rlvr.eval.temperature
-    assert f"4 samples per problem at temperature {temperature:g}" in report
+    assert f"4 samples per problem at temperature {cfg.rlvr.eval.temperature:g}" in report
     records = [json.loads(line) for line in (out / "eval_grpo.jsonl").read_text().splitlines()]
     assert len(records) == m["problems_eval"] and len(records[0]["samples"]) == 4
     assert (result.model_dir / "model.safetensors").exists()
