@@ -167,6 +167,15 @@ def is_correct(example: TaskExample, text: str) -> bool | None:
     return extract_answer(text) == answer or answer in text
 
 
+def near_miss(pair: PreferencePair) -> bool:
+    """A pair decided by correctness whose rejected reply looks right: it ended its turn, marked an answer,
+    showed working and did not repeat itself, so only checking its numbers tells it from the chosen one.
+    A reward model's accuracy on these is what lets PPO improve correctness, not just form."""
+    text = assistant_text(pair.rejected)
+    return (pair.source.endswith("/correctness") and pair.rejected_ended and extract_answer(text) is not None
+            and sum(working(pair.rejected)) > 0 and repetition_rate(text) == 0)
+
+
 class Labeler:
     """Scores replies to task examples (see the module docstring) and turns them into preference pairs."""
 

@@ -26,7 +26,7 @@ from components.model.checkpoint import WEIGHTS
 from components.model.engine import SamplingParams
 from components.model.gpt import GPT
 from components.model.loading import load_pretrained, resolve_model_dir
-from components.rlhf.labeler import Labeler, LabelerWeights
+from components.rlhf.labeler import Labeler, LabelerWeights, near_miss
 from components.rlhf.preferences import PreferencePair, load_preferences, save_pairs
 from components.rlhf.reward_model import (
     PairData,
@@ -127,7 +127,8 @@ def tokenize_pairs(pairs: list[PreferencePair], fmt: ChatFormat, seq_len: int
 @torch.no_grad()
 def accuracy_by_source(model: RewardModel, pairs: TokenPairs, kept: list[PreferencePair],
                        batch_size: int = 32) -> dict[str, float]:
-    """Held-out pairwise accuracy per pair source (e.g. generated/correctness vs generated/style)."""
+    """Held-out pairwise accuracy per pair source (e.g. generated/correctness vs generated/style), and on
+    the near misses among them (`labeler.near_miss`: the wrong reply looks right)."""
     model.eval()
     right: list[bool] = []
     for start in range(0, len(pairs), batch_size):
@@ -138,6 +139,8 @@ def accuracy_by_source(model: RewardModel, pairs: TokenPairs, kept: list[Prefere
     by_source: dict[str, list[bool]] = {}
     for pair, ok in zip(kept, right, strict=True):
         by_source.setdefault(pair.source.removeprefix("generated/"), []).append(ok)
+        if near_miss(pair):
+            by_source.setdefault("near_miss", []).append(ok)
     metrics = {f"eval/accuracy_{source}": _mean(oks) for source, oks in by_source.items()}
     metrics |= {f"pairs_eval_{source}": len(oks) for source, oks in by_source.items()}
     return metrics

@@ -299,6 +299,7 @@ class GRPOModule(L.LightningModule):
             "rl/reward": float(rollout.rewards.mean()),
             "rl/reward_accuracy": float(np.mean([p.accuracy for p in rollout.parts])),
             "rl/reward_format": float(np.mean([p.format for p in rollout.parts])),
+            "rl/reward_working": float(np.mean([p.working for p in rollout.parts])),
             "rl/response_length": float(lengths.mean()),
             "rl/response_length_correct": float(lengths[correct].mean()) if correct.any() else float("nan"),
             "rl/kl": float(masked_mean(kl, seqs.action_mask)),

@@ -14,6 +14,11 @@ Decisions a caller must know:
   number when the key is numeric, any non-empty one otherwise) and 0.5 for a turn that ended properly
   (end-of-turn token, not truncated). Truncation does not zero accuracy here: dropping truncated
   completions from the loss is the trainer's choice (see ``grpo_math.completion_mask``).
+* Working (0 or 1, weight 0 by default): 1 when the reply writes at least one equation
+  (``a op b = r``, see ``labeler.true_equations``) and every one it writes is true. A rule-based check
+  of each step, not only of the final answer: replies that reach a wrong answer by true arithmetic
+  (a misread operand) still earn it, so groups whose answers are all wrong need not all score the same.
+  All-or-nothing, so padding a wrong reply with true equations ("1 + 1 = 2") earns nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from components.rlhf.labeler import true_equations
 from components.tasks.base import ANSWER_MARKER
 
 # Junk a model puts before an answer: whitespace, markdown emphasis/code, quotes, brackets, "=" or ":",
@@ -91,19 +97,20 @@ def answers_match(predicted: str | None, expected: str, *, rel_tol: float = 1e-6
 
 @dataclass(frozen=True)
 class RewardWeights:
-    """How much accuracy and format count in the total reward; the format term is kept small so the
-    policy cannot farm it instead of solving the problem."""
+    """How much accuracy, format and working count in the total reward; the format term is kept small so
+    the policy cannot farm it instead of solving the problem."""
 
     accuracy: float = 1.0
     format: float = 0.2
+    working: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("accuracy", "format"):
+        for name in ("accuracy", "format", "working"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"reward weight {name!r} must be a finite number >= 0, got {value!r}")
-        if self.accuracy == 0 and self.format == 0:
-            raise ValueError("reward weights accuracy and format are both 0: every reward would be 0")
+        if self.accuracy == 0 and self.format == 0 and self.working == 0:
+            raise ValueError("reward weights accuracy, format and working are all 0: every reward would be 0")
 
 
 DEFAULT_WEIGHTS = RewardWeights()
@@ -111,11 +118,12 @@ DEFAULT_WEIGHTS = RewardWeights()
 
 @dataclass(frozen=True)
 class RewardParts:
-    """One completion's reward, split so accuracy and format can be logged separately."""
+    """One completion's reward, split so its parts can be logged separately."""
 
     accuracy: float  # 1.0 if the marked final answer matches the key, else 0.0
     format: float    # in [0, 1]: 0.5 usable marked answer + 0.5 properly ended turn
-    total: float     # weights.accuracy * accuracy + weights.format * format
+    total: float     # weights.accuracy * accuracy + weights.format * format + weights.working * working
+    working: float = 0.0  # 1.0 if every equation written is true (and there is one), else 0.0
 
 
 def verify(text: str, ended: bool, expected: str, weights: RewardWeights = DEFAULT_WEIGHTS) -> RewardParts:
@@ -129,7 +137,10 @@ def verify(text: str, ended: bool, expected: str, weights: RewardWeights = DEFAU
     else:
         usable = True
     fmt = 0.5 * usable + 0.5 * bool(ended)
-    return RewardParts(accuracy, fmt, weights.accuracy * accuracy + weights.format * fmt)
+    right, wrong = true_equations(text)
+    working = float(right > 0 and wrong == 0)
+    total = weights.accuracy * accuracy + weights.format * fmt + weights.working * working
+    return RewardParts(accuracy, fmt, total, working)
 
 
 def majority_answer(texts: Sequence[str]) -> str | None:

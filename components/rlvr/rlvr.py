@@ -69,7 +69,8 @@ class RLVRResult:
 
 
 def reward_weights(cfg: DictConfig) -> RewardWeights:
-    return RewardWeights(accuracy=float(cfg.rlvr.reward.accuracy), format=float(cfg.rlvr.reward.format))
+    w = cfg.rlvr.reward
+    return RewardWeights(accuracy=float(w.accuracy), format=float(w.format), working=float(w.working))
 
 
 def grpo_config(cfg: DictConfig) -> GRPOConfig:

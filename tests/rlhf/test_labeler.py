@@ -8,7 +8,8 @@ import random
 import pytest
 
 from components.chat.protocol import assistant_text
-from components.rlhf.labeler import Labeler, LabelerWeights, repetition_rate, true_equations
+from components.rlhf.labeler import Labeler, LabelerWeights, near_miss, repetition_rate, true_equations
+from components.rlhf.preferences import PreferencePair
 from components.tasks import arithmetic, identity, out_of_scope
 from components.tasks.base import TaskExample
 
@@ -146,3 +147,21 @@ def test_weights_change_the_preference(mental) -> None:
         LABELER.judge(example, 42, True)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         LABELER.judge(example, [{"text": "no type"}], True)
+
+
+def test_near_miss_is_a_wrong_reply_that_looks_right(mental) -> None:
+    """Only a correctness pair whose rejected reply ended, marked an answer, showed working and did not
+    repeat itself is a near miss."""
+    example = mental[0]
+    right = _ideal(example)
+
+    def pair(rejected: str, ended: bool = True, source: str = "generated/correctness") -> PreferencePair:
+        return PreferencePair(list(example.prompt), right, rejected, True, ended, 2.0, source)
+
+    wrong = _wrong(example)
+    assert near_miss(pair(wrong))
+    assert not near_miss(pair(wrong, ended=False))
+    assert not near_miss(pair(wrong, source="generated/style"))
+    assert not near_miss(pair(f"#### {int(example.answer) + 1}"))          # no working shown
+    assert not near_miss(pair(wrong.split("####")[0]))                       # no marked answer
+    assert not near_miss(pair(wrong + " the answer is the answer is the answer is"))  # repeats itself

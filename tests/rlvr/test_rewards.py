@@ -96,7 +96,7 @@ def test_answers_match() -> None:
 
 def test_verify_correct_marked_answer() -> None:
     parts = verify("6 * 2 = 12\n#### 12", True, "12")
-    assert parts == RewardParts(accuracy=1.0, format=1.0, total=1.0 + 0.2 * 1.0)
+    assert parts == RewardParts(accuracy=1.0, format=1.0, total=1.0 + 0.2 * 1.0, working=1.0)
 
 
 @pytest.mark.parametrize(
@@ -153,9 +153,25 @@ def test_reward_weights_change_totals() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "key", "working", "total"),
+    [
+        ("18 / 9 = 2\n#### 2", "2", 1.0, 1.0 + 0.2 + 0.5),       # right, by true arithmetic
+        ("18 / 6 = 3\n#### 3", "2", 1.0, 0.2 + 0.5),             # misread operand, true arithmetic
+        ("18 / 6 = 2\n#### 2", "2", 0.0, 1.0 + 0.2),             # right answer, false step
+        ("1 + 1 = 2, 18 / 6 = 2\n#### 2", "3", 0.0, 0.2),       # true padding does not buy a false step
+        ("#### 2", "2", 0.0, 1.0 + 0.2),                         # no working written
+    ],
+)
+def test_working_reward_needs_every_equation_true(text: str, key: str, working: float, total: float) -> None:
+    parts = verify(text, True, key, RewardWeights(accuracy=1.0, format=0.2, working=0.5))
+    assert parts.working == working
+    assert parts.total == pytest.approx(total)
+
+
+@pytest.mark.parametrize(
     "kwargs",
-    [{"accuracy": -1.0}, {"format": -0.1}, {"accuracy": float("nan")}, {"format": float("inf")},
-     {"accuracy": 0.0, "format": 0.0}],
+    [{"accuracy": -1.0}, {"format": -0.1}, {"working": -0.5}, {"accuracy": float("nan")},
+     {"format": float("inf")}, {"accuracy": 0.0, "format": 0.0}],
 )
 def test_reward_weights_invalid(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="weight"):
