@@ -110,17 +110,34 @@ def _evaluate(tokens: list[str]) -> Fraction | None:
     return sum((s * t for s, t in zip(signs, terms, strict=True)), Fraction(0))
 
 
-def true_equations(text: str) -> tuple[int, int]:
-    """(true, false) counts of the equations written in `text`, e.g. "13 - 4 = 9" or "1,200 / 3 = 400"."""
-    right = wrong = 0
+@dataclass(frozen=True)
+class Equation:
+    operands: tuple[Fraction, ...]
+    result: Fraction
+    true: bool
+
+
+def equations(text: str) -> list[Equation]:
+    """The equations written in `text`, in order, e.g. "13 - 4 = 9" or "1,200 / 3 = 400"."""
+    found = []
     for match in _EQUATION.finditer(text):
         tokens = _TOKEN.findall(match.group(1))
-        value = _evaluate(tokens)
-        if value is not None and value == _number(match.group(2)):
-            right += 1
-        else:
-            wrong += 1
-    return right, wrong
+        value, result = _evaluate(tokens), _number(match.group(2))
+        operands = tuple(_number(t) for t in tokens[::2])
+        found.append(Equation(operands, result, value is not None and value == result))
+    return found
+
+
+def numbers(text: str) -> set[Fraction]:
+    """Every number written in `text` (digits, thousands commas and `$` allowed)."""
+    return {_number(m.group(0)) for m in re.finditer(rf"(?<![\w.,$]){_NUMBER}(?![\d,]*\d)", text)}
+
+
+def true_equations(text: str) -> tuple[int, int]:
+    """(true, false) counts of the equations written in `text`."""
+    found = equations(text)
+    right = sum(e.true for e in found)
+    return right, len(found) - right
 
 
 def _tool_equations(content: Content) -> tuple[int, int]:

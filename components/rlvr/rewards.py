@@ -15,10 +15,11 @@ Decisions a caller must know:
   (end-of-turn token, not truncated). Truncation does not zero accuracy here: dropping truncated
   completions from the loss is the trainer's choice (see ``grpo_math.completion_mask``).
 * Working (0 or 1, weight 0 by default): 1 when the reply writes at least one equation
-  (``a op b = r``, see ``labeler.true_equations``) and every one it writes is true. A rule-based check
-  of each step, not only of the final answer: replies that reach a wrong answer by true arithmetic
-  (a misread operand) still earn it, so groups whose answers are all wrong need not all score the same.
-  All-or-nothing, so padding a wrong reply with true equations ("1 + 1 = 2") earns nothing.
+  (``a op b = r``, see ``labeler.equations``) and every one is true and grounded: its operands are
+  numbers of the problem or results of the reply's earlier equations. A rule-based check of each step,
+  not only of the final answer, so groups whose answers are all wrong need not all score the same.
+  All-or-nothing and grounded, so neither padding ("1 + 1 = 2") nor a true equation on numbers the
+  problem does not have ("9 x 2 = 18") earns it: without grounding, GRPO learned exactly that.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from components.rlhf.labeler import true_equations
+from components.rlhf.labeler import equations, numbers
 from components.tasks.base import ANSWER_MARKER
 
 # Junk a model puts before an answer: whitespace, markdown emphasis/code, quotes, brackets, "=" or ":",
@@ -123,11 +124,25 @@ class RewardParts:
     accuracy: float  # 1.0 if the marked final answer matches the key, else 0.0
     format: float    # in [0, 1]: 0.5 usable marked answer + 0.5 properly ended turn
     total: float     # weights.accuracy * accuracy + weights.format * format + weights.working * working
-    working: float = 0.0  # 1.0 if every equation written is true (and there is one), else 0.0
+    working: float = 0.0  # 1.0 if every equation written is true and grounded (and there is one), else 0.0
 
 
-def verify(text: str, ended: bool, expected: str, weights: RewardWeights = DEFAULT_WEIGHTS) -> RewardParts:
-    """Score a completion against its answer key (see the module docstring for the rules)."""
+def grounded_working(text: str, problem: str) -> float:
+    """1.0 when `text` writes equations and each is true and uses only numbers of `problem` or earlier
+    results, else 0.0."""
+    available = numbers(problem)
+    found = equations(text)
+    for equation in found:
+        if not equation.true or not set(equation.operands) <= available:
+            return 0.0
+        available.add(equation.result)
+    return float(bool(found))
+
+
+def verify(text: str, ended: bool, expected: str, weights: RewardWeights = DEFAULT_WEIGHTS,
+           problem: str = "") -> RewardParts:
+    """Score a completion against its answer key (see the module docstring for the rules); `problem`,
+    the question's text, is what working may draw its numbers from."""
     answer = final_answer(text)
     accuracy = 1.0 if answers_match(answer, expected) else 0.0
     if answer is None:
@@ -137,8 +152,7 @@ def verify(text: str, ended: bool, expected: str, weights: RewardWeights = DEFAU
     else:
         usable = True
     fmt = 0.5 * usable + 0.5 * bool(ended)
-    right, wrong = true_equations(text)
-    working = float(right > 0 and wrong == 0)
+    working = grounded_working(text, problem)
     total = weights.accuracy * accuracy + weights.format * fmt + weights.working * working
     return RewardParts(accuracy, fmt, total, working)
 

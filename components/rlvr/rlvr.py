@@ -178,7 +178,7 @@ class SolutionSamples(Callback):
             reply, parts = rollout.replies[i], rollout.parts[i]
             lines += [
                 f"## sample {i + 1}: reward {parts.total:.2f} (accuracy {parts.accuracy:.0f}, format "
-                f"{parts.format:.1f}), {len(reply.tokens)} tokens",
+                f"{parts.format:.1f}, working {parts.working:.0f}), {len(reply.tokens)} tokens",
                 "",
                 assistant_text(reply.content),
                 "",

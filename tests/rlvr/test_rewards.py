@@ -95,7 +95,7 @@ def test_answers_match() -> None:
 
 
 def test_verify_correct_marked_answer() -> None:
-    parts = verify("6 * 2 = 12\n#### 12", True, "12")
+    parts = verify("6 * 2 = 12\n#### 12", True, "12", problem="6 boxes of 2 eggs: how many eggs?")
     assert parts == RewardParts(accuracy=1.0, format=1.0, total=1.0 + 0.2 * 1.0, working=1.0)
 
 
@@ -152,18 +152,23 @@ def test_reward_weights_change_totals() -> None:
     assert verify(text, False, "13", RewardWeights(accuracy=0.0, format=1.0)).total == 0.5
 
 
+PROBLEM = "Priya has 5 erasers. Ben has 3 times as many. How many more erasers does Ben have than Priya?"
+
+
 @pytest.mark.parametrize(
     ("text", "key", "working", "total"),
     [
-        ("18 / 9 = 2\n#### 2", "2", 1.0, 1.0 + 0.2 + 0.5),       # right, by true arithmetic
-        ("18 / 6 = 3\n#### 3", "2", 1.0, 0.2 + 0.5),             # misread operand, true arithmetic
-        ("18 / 6 = 2\n#### 2", "2", 0.0, 1.0 + 0.2),             # right answer, false step
-        ("1 + 1 = 2, 18 / 6 = 2\n#### 2", "3", 0.0, 0.2),       # true padding does not buy a false step
-        ("#### 2", "2", 0.0, 1.0 + 0.2),                         # no working written
+        ("Ben has 5 x 3 = 15. 15 - 5 = 10 more.\n#### 10", "10", 1.0, 1.0 + 0.2 + 0.5),  # right, every step
+        ("Ben has 5 x 3 = 15. 15 - 3 = 12 more.\n#### 12", "10", 1.0, 0.2 + 0.5),  # wrong operand, true steps
+        ("Ben has 5 x 3 = 15. 15 - 5 = 9 more.\n#### 10", "10", 0.0, 1.0 + 0.2),   # a false step
+        ("Nora has 9 x 2 = 18 more.\n#### 18", "10", 0.0, 0.2),  # true, on numbers not in the problem
+        ("1 + 1 = 2, 5 x 3 = 16\n#### 16", "10", 0.0, 0.2),  # padding does not buy a false step
+        ("#### 10", "10", 0.0, 1.0 + 0.2),                                       # no working written
     ],
 )
-def test_working_reward_needs_every_equation_true(text: str, key: str, working: float, total: float) -> None:
-    parts = verify(text, True, key, RewardWeights(accuracy=1.0, format=0.2, working=0.5))
+def test_working_reward_needs_every_equation_true_and_grounded(text: str, key: str, working: float,
+                                                               total: float) -> None:
+    parts = verify(text, True, key, RewardWeights(accuracy=1.0, format=0.2, working=0.5), PROBLEM)
     assert parts.working == working
     assert parts.total == pytest.approx(total)
 
