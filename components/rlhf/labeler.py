@@ -47,7 +47,9 @@ WORKED_TASKS = ("arithmetic", "gsm8k")   # tasks whose replies show step-by-step
 TIE = 1e-9                               # score gaps this small are float noise, not a preference
 _NUMBER = r"\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _OP = r"[-+x*/\u00d7\u00f7\u2212]"
-_EQUATION = re.compile(rf"(?<![\w.,$])({_NUMBER}(?:\s*{_OP}\s*{_NUMBER})+)\s*=\s*({_NUMBER})(?![\d,]*\d)")
+_BEFORE, _AFTER = r"(?<![\w.,$])", r"(?![\d,]*\d)"   # a whole number: not part of a longer one or a word
+_EQUATION = re.compile(rf"{_BEFORE}({_NUMBER}(?:\s*{_OP}\s*{_NUMBER})+)\s*=\s*({_NUMBER}){_AFTER}")
+_STANDALONE = re.compile(rf"{_BEFORE}{_NUMBER}{_AFTER}")
 _TOKEN = re.compile(rf"{_NUMBER}|{_OP}")
 _OPS = {"\u00d7": "*", "x": "*", "\u00f7": "/", "\u2212": "-"}
 _WORD = re.compile(r"\w+")
@@ -130,7 +132,7 @@ def equations(text: str) -> list[Equation]:
 
 def numbers(text: str) -> set[Fraction]:
     """Every number written in `text` (digits, thousands commas and `$` allowed)."""
-    return {_number(m.group(0)) for m in re.finditer(rf"(?<![\w.,$]){_NUMBER}(?![\d,]*\d)", text)}
+    return {_number(m.group(0)) for m in _STANDALONE.finditer(text)}
 
 
 def true_equations(text: str) -> tuple[int, int]:
