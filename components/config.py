@@ -5,7 +5,12 @@ as a parameter and never changes the working directory."""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -30,3 +35,15 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def stage_main(stage: str, run: Callable[[DictConfig], Any], argv: list[str] | None = None) -> int:
+    """A stage's command line without Prefect or MLflow (also the entry point for torchrun/srun ranks):
+    Hydra overrides from `argv`, the result's metrics printed as JSON; only rank 0 of a launcher-started
+    run has any."""
+    logging.basicConfig(level=logging.INFO)
+    cfg = load_config([*(sys.argv[1:] if argv is None else argv), f"stage={stage}"])
+    metrics = run(cfg).metrics
+    if metrics:
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+    return 0

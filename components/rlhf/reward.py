@@ -257,14 +257,9 @@ def _mean(values) -> float:  # noqa: ANN001 (any iterable of numbers)
 
 def main(argv: list[str] | None = None) -> int:
     """Reward-model training without Prefect or MLflow."""
-    from components.config import load_config
+    from components.config import stage_main
 
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=reward"])
-    result = run_reward(cfg)
-    if result.metrics:
-        print(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return 0
+    return stage_main("reward", run_reward, argv)
 
 
 if __name__ == "__main__":

@@ -239,13 +239,9 @@ def _leash(ppo: PPOConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """RLHF without Prefect or MLflow."""
-    from components.config import load_config
+    from components.config import stage_main
 
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=rlhf"])
-    result = run_rlhf(cfg)
-    print(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return 0
+    return stage_main("rlhf", run_rlhf, argv)
 
 
 if __name__ == "__main__":

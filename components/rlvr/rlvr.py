@@ -453,13 +453,9 @@ def report_markdown(
 
 def main(argv: list[str] | None = None) -> int:
     """RLVR without Prefect or MLflow."""
-    from components.config import load_config
+    from components.config import stage_main
 
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=rlvr"])
-    result = run_rlvr(cfg)
-    print(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return 0
+    return stage_main("rlvr", run_rlvr, argv)
 
 
 if __name__ == "__main__":

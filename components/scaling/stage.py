@@ -208,13 +208,9 @@ def plan(cfg: DictConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The stage without Prefect or MLflow."""
-    from components.config import load_config
+    from components.config import stage_main
 
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=scaling"])
-    result = run_scaling(cfg)
-    print(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return 0
+    return stage_main("scaling", run_scaling, argv)
 
 
 if __name__ == "__main__":

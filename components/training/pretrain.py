@@ -255,14 +255,9 @@ def resume_point(ckpt_dir: Path, model_cfg: GPTConfig, fingerprint: str, resume:
 
 def main(argv: list[str] | None = None) -> int:
     """Pretraining without Prefect or MLflow: the entry point for torchrun/srun ranks and scripts."""
-    from components.config import load_config
+    from components.config import stage_main
 
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=pretrain"])
-    result = run_pretraining(cfg)
-    if result.metrics:  # rank 0 of a launcher-started run (the others report nothing)
-        print(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return 0
+    return stage_main("pretrain", run_pretraining, argv)
 
 
 if __name__ == "__main__":

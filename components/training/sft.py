@@ -199,14 +199,9 @@ def summary_markdown(metrics: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """SFT without Prefect or MLflow: the entry point for torchrun/srun ranks and scripts."""
-    from components.config import load_config
+    from components.config import stage_main
 
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config([*(sys.argv[1:] if argv is None else argv), "stage=sft"])
-    result = run_sft(cfg)
-    if result.metrics:
-        print(json.dumps(result.metrics, indent=1, sort_keys=True))
-    return 0
+    return stage_main("sft", run_sft, argv)
 
 
 if __name__ == "__main__":
