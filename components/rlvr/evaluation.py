@@ -40,6 +40,19 @@ def sampling_params(
     )
 
 
+def paired_gain(correct: Sequence[bool], baseline: Sequence[bool]) -> tuple[float, float]:
+    """(gain, standard error) of one model's exact-match rate over a baseline's on the same problems. The
+    error is the paired one (std of the per-problem differences / sqrt(n)): both models answered the same
+    problems, so it is smaller than two independent rates' would be, and tells whether a gain is noise."""
+    if len(correct) != len(baseline) or not correct:
+        raise ValueError(
+            f"paired_gain needs two equally long, non-empty lists, got {len(correct)} and {len(baseline)}"
+        )
+    diff = np.asarray(correct, dtype=float) - np.asarray(baseline, dtype=float)
+    stderr = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), stderr
+
+
 def evaluate_problems(
     model: GPT,
     fmt: ChatFormat,

@@ -30,7 +30,7 @@ from components.model.export import export_hf
 from components.model.gpt import GPT
 from components.model.loading import load_pretrained, resolve_model_dir
 from components.rlhf.sampling import fitting
-from components.rlvr.evaluation import evaluate_problems, sampling_params
+from components.rlvr.evaluation import evaluate_problems, paired_gain, sampling_params
 from components.rlvr.grpo import GRPOConfig, GRPOModule, ProblemData
 from components.rlvr.problems import build_problems
 from components.rlvr.rewards import RewardWeights
@@ -314,18 +314,20 @@ def run_rlvr(cfg: DictConfig, logger: Logger | None = None, init_dir: Path | Non
     }
     metrics |= {f"data/{k_}": float(v) for k_, v in problems.stats.items()}
     params = sampling_params(max_new, float(e.temperature), fmt, int(e.seed))
+    greedy_correct: dict[str, list[bool]] = {}
     for name, model in models.items():
         scores, records = evaluate_problems(
             model, fmt, held_out, samples=k, params=params, tools=tools, weights=weights
         )
         metrics |= {f"eval/{key}_{name}": v for key, v in scores.items()}
+        greedy_correct[name] = [rec["greedy"]["correct"] for rec in records]
         with (out / f"eval_{name}.jsonl").open("w") as f:
             f.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
     for name in models:
         if name != "sft":
-            metrics[f"eval/accuracy_gain_{name}"] = (
-                metrics[f"eval/accuracy_{name}"] - metrics["eval/accuracy_sft"]
-            )
+            gain, stderr = paired_gain(greedy_correct[name], greedy_correct["sft"])
+            metrics[f"eval/accuracy_gain_{name}"] = gain
+            metrics[f"eval/accuracy_gain_stderr_{name}"] = stderr
     fit = compute_curve_fit(histories.get("grpo_eval", []))
     metrics |= {f"scaling/{key}": v for key, v in fit.items() if isinstance(v, int | float)}
 
@@ -374,6 +376,8 @@ def report_markdown(
     names = [n for n in ("sft", "grpo", "rft") if f"eval/accuracy_{n}" in metrics]
     stems = [
         "accuracy",
+        "accuracy_gain",
+        "accuracy_gain_stderr",
         "pass_at_1",
         f"pass_at_{k}",
         f"best_of_{k}_majority",

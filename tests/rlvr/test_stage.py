@@ -9,6 +9,7 @@ import json
 import pytest
 
 from components.config import load_config
+from components.rlvr.evaluation import paired_gain
 from components.rlvr.rlvr import compute_curve_fit, run_rlvr
 from tests.token_fixtures import save_random_chat_model
 
@@ -49,6 +50,11 @@ def test_rlvr_stage_runs_grpo_and_rft_and_resumes(tmp_path, sft_dir):
     assert f"4 samples per problem at temperature {cfg.rlvr.eval.temperature:g}" in report
     records = [json.loads(line) for line in (out / "eval_grpo.jsonl").read_text().splitlines()]
     assert len(records) == m["problems_eval"] and len(records[0]["samples"]) == 4
+    sft_records = [json.loads(line) for line in (out / "eval_sft.jsonl").read_text().splitlines()]
+    assert m["eval/accuracy_gain_grpo"] == pytest.approx(m["eval/accuracy_grpo"] - m["eval/accuracy_sft"])
+    greedy = [[r["greedy"]["correct"] for r in rs] for rs in (records, sft_records)]
+    stats = (m["eval/accuracy_gain_grpo"], m["eval/accuracy_gain_stderr_grpo"])
+    assert stats == pytest.approx(paired_gain(*greedy), nan_ok=True)
     assert (result.model_dir / "model.safetensors").exists()
 
     again = run_rlvr(config(tmp_path, sft_dir))
@@ -82,3 +88,16 @@ def test_sigmoid_curve_fit_needs_enough_points_and_recovers_a_curve():
     assert fit["metric"] == "heldout/pass_at_1"
     assert fit["A"] == pytest.approx(0.8, abs=0.02) and fit["C_mid"] == pytest.approx(4e12, rel=0.1)
     assert fit["intervals"]["A"][0] <= 0.8 <= fit["intervals"]["A"][1]
+
+
+def test_paired_gain_is_the_mean_difference_with_its_paired_standard_error():
+    model = [True, True, False, True, False, True]
+    sft = [False, True, False, False, False, True]
+    gain, stderr = paired_gain(model, sft)
+    # differences 1, 0, 0, 1, 0, 0: mean 1/3, sample variance (2 x (2/3)^2 + 4 x (1/3)^2) / 5 = 4/15
+    assert gain == pytest.approx(1 / 3)
+    assert stderr == pytest.approx((4 / 15) ** 0.5 / 6 ** 0.5)
+    assert paired_gain(sft, model)[0] == pytest.approx(-1 / 3)
+    assert paired_gain([True] * 4, [True] * 4) == (0.0, 0.0)  # agreeing on every problem: no noise
+    with pytest.raises(ValueError, match="equally long"):
+        paired_gain([True], [True, False])
