@@ -100,7 +100,7 @@ class RolloutSamples(Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"# Rollout samples after iteration {iteration}", ""]
         for i, (idx, reply) in enumerate(zip(batch.tolist()[:self.n], rollout.replies, strict=False)):
-            prompt = pl_module.examples[idx].prompt[-1]["content"]
+            prompt = pl_module.examples[idx].question
             lines += [f"## {i + 1}. reward {float(rollout.scores[i]):.3f}, ended {reply.ended}", "",
                       f"**user:** {prompt}", "", f"**assistant:** {assistant_text(reply.content)}", ""]
         (self.out_dir / f"iteration_{iteration:05d}.md").write_text("\n".join(lines))

@@ -87,8 +87,7 @@ def evaluate_problems(
         groups = sample_replies(model, fmt, problems, params, samples, max(1, batch_size // samples), tools)
         texts = [[assistant_text(r.content) for r in group] for group in groups]
         parts = [
-            [verify(t, r.ended, ex.answer, weights, ex.prompt[-1]["content"])
-             for t, r in zip(ts, group, strict=True)]
+            [verify(t, r.ended, ex.answer, weights, ex.question) for t, r in zip(ts, group, strict=True)]
             for ex, ts, group in zip(problems, texts, groups, strict=True)
         ]
         hits = np.array([[p.accuracy > 0 for p in row] for row in parts])

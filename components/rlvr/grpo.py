@@ -176,7 +176,7 @@ class GRPOModule(L.LightningModule):
         )
         replies = [r for group in groups for r in group]
         parts = [
-            verify(assistant_text(r.content), r.ended, ex.answer, c.weights, ex.prompt[-1]["content"])
+            verify(assistant_text(r.content), r.ended, ex.answer, c.weights, ex.question)
             for ex, group in zip(problems, groups, strict=True)
             for r in group
         ]

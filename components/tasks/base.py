@@ -28,6 +28,11 @@ class TaskExample:
         """The messages before the final assistant turn: what an evaluation sends the model."""
         return self.conversation["messages"][:-1]
 
+    @property
+    def question(self) -> str:
+        """The text of the last prompt message: the question a reply answers (and draws its numbers from)."""
+        return self.prompt[-1]["content"]
+
 
 def extract_answer(text: str) -> str | None:
     """The final answer after the last `####` marker, normalised (commas, $ and a trailing . dropped)."""
