@@ -136,7 +136,10 @@ class Engine:
             mask[i, longest - len(p):] = True
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         cache = self.model.new_cache(len(prompts), longest + max_new)
-        logits = self.model(ids, positions=positions, attention_mask=mask, cache=cache)[:, -1].float()
+        # Only the last prompt position's logits are needed: projecting every prompt position onto the
+        # vocabulary would cost B x prompt x vocab floats for nothing (gigabytes at LLM scale).
+        hidden = self.model.hidden_states(ids, positions=positions, attention_mask=mask, cache=cache)
+        logits = self.model.lm_head(hidden[:, -1]).float()
         if num_samples > 1:
             cache = cache.repeat_rows(num_samples)
             logits = logits.repeat_interleave(num_samples, dim=0)

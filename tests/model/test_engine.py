@@ -185,3 +185,17 @@ def test_generate_restores_training_mode(model: GPT, engine: Engine) -> None:
         assert model.training
     finally:
         model.eval()
+
+
+def test_prefill_projects_only_the_last_prompt_position(model: GPT, engine: Engine) -> None:
+    """The vocabulary projection sees one row per prompt and per decoding step, never the whole prompt:
+    (batch x prompt x vocab) logits would be gigabytes at LLM scale."""
+    rows_seen: list[int] = []
+    handle = model.lm_head.register_forward_hook(
+        lambda _m, args, _out: rows_seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
+    try:
+        engine.generate(PROMPTS, SamplingParams(max_new_tokens=3, temperature=0), num_samples=2)
+    finally:
+        handle.remove()
+    assert rows_seen == [len(PROMPTS), 2 * len(PROMPTS), 2 * len(PROMPTS)]
